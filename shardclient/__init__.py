@@ -1,7 +1,11 @@
 """shardclient: a typed client for OpenFL's director, as an envoy uses it."""
 
+from shardclient.aio import AsyncShardDirectorClient
+from shardclient.client import ShardDirectorClient
 from shardclient.errors import (
+    ClientClosedError,
     CorruptExperimentDataError,
+    DirectorProtocolError,
     DirectorRPCError,
     DirectorTimeoutError,
     DirectorUnavailableError,
@@ -11,10 +15,21 @@ from shardclient.errors import (
     ShardDescriptorError,
     ShardNotFoundError,
     TLSConfigurationError,
+    TLSHandshakeError,
 )
+from shardclient.messages import CudaDeviceInfo, ExperimentData, ShardInfo
+from shardclient.retry import RetryPolicy
 
 __all__ = [
+    "AsyncShardDirectorClient",
+    "ShardDirectorClient",
+    "RetryPolicy",
+    "CudaDeviceInfo",
+    "ExperimentData",
+    "ShardInfo",
+    "ClientClosedError",
     "CorruptExperimentDataError",
+    "DirectorProtocolError",
     "DirectorRPCError",
     "DirectorTimeoutError",
     "DirectorUnavailableError",
@@ -24,4 +39,5 @@ __all__ = [
     "ShardDescriptorError",
     "ShardNotFoundError",
     "TLSConfigurationError",
+    "TLSHandshakeError",
 ]

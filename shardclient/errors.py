@@ -6,6 +6,11 @@ answers is a DirectorRPCError carrying the gRPC status and details.
 
 from __future__ import annotations
 
+import asyncio
+import ssl
+
+import grpclib.exceptions
+import h2.exceptions
 from grpclib.const import Status
 
 __all__ = [
@@ -13,8 +18,11 @@ __all__ = [
     "ShardNotFoundError",
     "DirectorUnavailableError",
     "DirectorTimeoutError",
+    "DirectorProtocolError",
     "DirectorRPCError",
     "TLSConfigurationError",
+    "TLSHandshakeError",
+    "ClientClosedError",
     "ShardDescriptorError",
     "EnvoyConfigError",
     "GpuInfoError",
@@ -47,6 +55,10 @@ class DirectorTimeoutError(DirectorUnavailableError):
     """A call's deadline passed before the director answered."""
 
 
+class DirectorProtocolError(DirectorUnavailableError):
+    """The peer broke the gRPC/HTTP/2 protocol (not a director, or a broken one)."""
+
+
 class DirectorRPCError(ShardClientError):
     """The director answered a call with a gRPC error status."""
 
@@ -58,6 +70,18 @@ class DirectorRPCError(ShardClientError):
 
 class TLSConfigurationError(ShardClientError):
     """TLS was asked for but cannot be set up: a missing, unreadable or invalid file."""
+
+
+class TLSHandshakeError(ShardClientError):
+    """The TLS handshake with the director failed: untrusted certificate, wrong host, refused."""
+
+    def __init__(self, message: str, *, address: str) -> None:
+        super().__init__(message)
+        self.address = address
+
+
+class ClientClosedError(ShardClientError):
+    """The client was closed before or while the call ran."""
 
 
 class ShardDescriptorError(ShardClientError, ValueError):
@@ -74,3 +98,54 @@ class GpuInfoError(ShardClientError):
 
 class CorruptExperimentDataError(ShardClientError):
     """An experiment archive chunk does not match its declared size."""
+
+
+def translate_error(
+    exc: BaseException, *, what: str, address: str, shard_name: str | None = None
+) -> ShardClientError | None:
+    """Map an exception from grpclib, h2, ssl or the OS to ours; None when it is not one.
+
+    ``shard_name`` marks calls where NOT_FOUND means the director lost the shard.
+    """
+    if isinstance(exc, grpclib.exceptions.GRPCError):
+        details = exc.message or ""
+        if exc.status is Status.NOT_FOUND and shard_name is not None:
+            return ShardNotFoundError(
+                f"{what}: the director at {address} does not know shard {shard_name!r} "
+                f"({details}); register it again",
+                shard_name=shard_name,
+                details=details,
+            )
+        return DirectorRPCError(
+            f"{what} failed at {address}: {exc.status.name}: {details}",
+            status=exc.status,
+            details=details,
+        )
+    if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
+        return DirectorTimeoutError(
+            f"{what}: the director at {address} did not answer in time", address=address
+        )
+    if isinstance(exc, ssl.SSLError):
+        reason = exc.reason or exc.strerror or str(exc)
+        return TLSHandshakeError(f"{what}: TLS with {address} failed: {reason}", address=address)
+    if isinstance(exc, grpclib.exceptions.StreamTerminatedError):
+        reason = str(exc)
+        if "protocol" in reason.lower():
+            return DirectorProtocolError(
+                f"{what}: {address} broke the HTTP/2 protocol (is it a gRPC director?)",
+                address=address,
+            )
+        return DirectorUnavailableError(
+            f"{what}: connection to the director at {address} was lost ({reason})",
+            address=address,
+        )
+    if isinstance(exc, (grpclib.exceptions.ProtocolError, h2.exceptions.ProtocolError)):
+        return DirectorProtocolError(
+            f"{what}: {address} broke the gRPC protocol: {exc}", address=address
+        )
+    if isinstance(exc, OSError):
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        return DirectorUnavailableError(
+            f"{what}: cannot reach the director at {address}: {reason}", address=address
+        )
+    return None

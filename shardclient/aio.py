@@ -1,0 +1,350 @@
+"""AsyncShardDirectorClient: every Director RPC an envoy makes, over one grpclib channel.
+
+All protocol logic lives here: deadlines, retries, and the mapping from grpclib's
+exceptions to shardclient's. The sync ShardDirectorClient only forwards to this class.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from contextlib import AsyncExitStack
+from types import TracebackType
+from typing import TypeVar, Union
+
+import anyio
+from grpclib.client import Channel, Stream
+from grpclib.config import Configuration
+from grpclib.const import Cardinality
+
+from shardclient.errors import ClientClosedError, ShardClientError, translate_error
+from shardclient.messages import (
+    CudaDeviceInfo,
+    DirectorStub,
+    ExperimentData,
+    GetExperimentDataRequest,
+    NodeInfo,
+    SetExperimentFailedRequest,
+    ShardInfo,
+    UpdateEnvoyStatusRequest,
+    UpdateShardInfoRequest,
+    WaitExperimentRequest,
+)
+from shardclient.options import (
+    DEFAULT_KEEPALIVE_TIME,
+    DEFAULT_MAX_MESSAGE_SIZE,
+    DEFAULT_TIMEOUT,
+    KEEPALIVE_PING_TIMEOUT,
+    ClientOptions,
+)
+from shardclient.retry import RetryPolicy, call_with_retry
+from shardclient.tls import PathLike, client_ssl_context
+
+__all__ = ["AsyncShardDirectorClient", "CudaDevicesInfo"]
+
+logger = logging.getLogger("shardclient")
+
+T = TypeVar("T")
+
+CudaDevicesInfo = Iterable[Union[CudaDeviceInfo, Mapping[str, object]]]
+"""Health-check GPU readings: CudaDeviceInfo messages, or OpenFL's dicts of the same fields."""
+
+_DataStream = Stream[GetExperimentDataRequest, ExperimentData]
+_GET_EXPERIMENT_DATA = "/openfl.director.Director/GetExperimentData"
+_CUDA_FIELDS = {
+    "index": int,
+    "memory_total": int,
+    "memory_utilized": int,
+    "device_utilization": str,
+    "cuda_driver_version": str,
+    "cuda_version": str,
+    "name": str,
+}
+
+
+def cuda_device_messages(items: CudaDevicesInfo | None) -> list[CudaDeviceInfo]:
+    """Convert health-check GPU readings to messages, naming the entry and key at fault."""
+    if items is None:
+        return []
+    if isinstance(items, (str, bytes, Mapping)):
+        raise ValueError(
+            f"cuda_devices_info must be a list of CudaDeviceInfo or dicts, got {items!r}"
+        )
+    messages: list[CudaDeviceInfo] = []
+    for position, item in enumerate(items):
+        if isinstance(item, CudaDeviceInfo):
+            messages.append(item)
+            continue
+        if not isinstance(item, Mapping):
+            raise ValueError(
+                f"cuda_devices_info[{position}] must be a CudaDeviceInfo or a dict, "
+                f"got {item!r}"
+            )
+        message = CudaDeviceInfo()
+        for key, value in item.items():
+            kind = _CUDA_FIELDS.get(key)
+            if kind is None:
+                raise ValueError(
+                    f"cuda_devices_info[{position}]: unknown key {key!r}; known keys: "
+                    f"{', '.join(_CUDA_FIELDS)}"
+                )
+            if isinstance(value, bool) or not isinstance(value, kind):
+                raise ValueError(
+                    f"cuda_devices_info[{position}][{key!r}] must be {kind.__name__}, "
+                    f"got {value!r}"
+                )
+            if isinstance(value, int) and value < 0:
+                raise ValueError(
+                    f"cuda_devices_info[{position}][{key!r}] must be >= 0, got {value!r}"
+                )
+            setattr(message, key, value)
+        messages.append(message)
+    return messages
+
+
+class AsyncShardDirectorClient:
+    """The envoy's asyncio client for OpenFL's director, one instance per shard.
+
+    Connects lazily on the first call, reconnects by itself after the director restarts,
+    and must be closed (``await client.close()`` or ``async with``) on the loop it ran on.
+    """
+
+    def __init__(
+        self,
+        *,
+        director_host: str,
+        director_port: int,
+        shard_name: str,
+        tls: bool = True,
+        root_certificate: PathLike | None = None,
+        private_key: PathLike | None = None,
+        certificate: PathLike | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        keepalive_time: float | None = DEFAULT_KEEPALIVE_TIME,
+        retry: RetryPolicy | None = RetryPolicy(),
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+    ) -> None:
+        if not isinstance(shard_name, str) or not shard_name:
+            raise ValueError(f"shard_name must be a non-empty str, got {shard_name!r}")
+        if not isinstance(director_host, str) or not director_host:
+            raise ValueError(f"director_host must be a non-empty str, got {director_host!r}")
+        if (
+            isinstance(director_port, bool)
+            or not isinstance(director_port, int)
+            or not 0 < director_port < 65536
+        ):
+            raise ValueError(f"director_port must be an int in 1..65535, got {director_port!r}")
+        self.shard_name = shard_name
+        self.director_host = director_host
+        self.director_port = director_port
+        self.options = ClientOptions(
+            timeout=timeout,
+            keepalive_time=keepalive_time,
+            retry=retry,
+            max_message_size=max_message_size,
+        )
+        self._ssl = (
+            client_ssl_context(
+                root_certificate=root_certificate,
+                private_key=private_key,
+                certificate=certificate,
+            )
+            if tls
+            else None
+        )
+        self._channel: Channel | None = None
+        self._stub: DirectorStub | None = None
+        self._closed = False
+
+    @property
+    def address(self) -> str:
+        """The director's ``host:port``, as error messages name it."""
+        return f"{self.director_host}:{self.director_port}"
+
+    def _open_channel(self) -> Channel:
+        """The channel, created on first use so that it binds to the running loop."""
+        if self._closed:
+            raise ClientClosedError(f"client for {self.address} is closed")
+        if self._channel is None:
+            config = Configuration(
+                _keepalive_time=self.options.keepalive_time,
+                _keepalive_timeout=KEEPALIVE_PING_TIMEOUT,
+                _keepalive_permit_without_calls=False,
+            )
+            self._channel = Channel(
+                self.director_host, self.director_port, ssl=self._ssl, config=config
+            )
+        return self._channel
+
+    @property
+    def stub(self) -> DirectorStub:
+        """The generated grpclib stub on this client's channel (use it on this loop only)."""
+        if self._stub is None:
+            self._stub = DirectorStub(self._open_channel())
+        return self._stub
+
+    async def close(self) -> None:
+        """Close the connection; calls still in flight end with ClientClosedError."""
+        self._closed = True
+        channel, self._channel, self._stub = self._channel, None, None
+        if channel is not None:
+            channel.close()
+
+    async def __aenter__(self) -> AsyncShardDirectorClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def _translate(self, exc: Exception, what: str, *, shard_rpc: bool = False) -> Exception:
+        if self._closed:
+            return ClientClosedError(f"{what}: client for {self.address} was closed")
+        mapped = translate_error(
+            exc, what=what, address=self.address, shard_name=self.shard_name if shard_rpc else None
+        )
+        return mapped if mapped is not None else exc
+
+    async def _unary(
+        self,
+        what: str,
+        call: Callable[[DirectorStub], Awaitable[T]],
+        *,
+        shard_rpc: bool = False,
+    ) -> T:
+        async def attempt() -> T:
+            stub = self.stub
+            try:
+                return await call(stub)
+            except ShardClientError:
+                raise
+            except Exception as exc:
+                raise self._translate(exc, what, shard_rpc=shard_rpc) from exc
+
+        return await call_with_retry(self.options.retry, what, attempt)
+
+    async def report_shard_info(
+        self, shard_descriptor: object, cuda_devices: Iterable[int] = ()
+    ) -> bool:
+        """Register this shard; True when the director accepted its shapes."""
+        info = _shard_info(shard_descriptor, shard_name=self.shard_name, cuda_devices=cuda_devices)
+        logger.info("Registering shard %s with the director at %s", self.shard_name, self.address)
+        request = UpdateShardInfoRequest(shard_info=info)
+        response = await self._unary(
+            "UpdateShardInfo",
+            lambda stub: stub.update_shard_info(request, timeout=self.options.timeout),
+        )
+        return bool(response.accepted)
+
+    async def wait_experiment(self) -> str:
+        """Long-poll until the director has an experiment for this shard; return its name."""
+        request = WaitExperimentRequest(collaborator_name=self.shard_name)
+        response = await self._unary(
+            "WaitExperiment", lambda stub: stub.wait_experiment(request)
+        )
+        if not response.experiment_name:
+            raise ShardClientError(
+                f"the director at {self.address} answered WaitExperiment with no experiment name"
+            )
+        return response.experiment_name
+
+    async def send_health_check(
+        self,
+        *,
+        envoy_name: str,
+        is_experiment_running: bool,
+        cuda_devices_info: CudaDevicesInfo | None = None,
+    ) -> int:
+        """Report liveness and GPU readings; return the seconds until the next health check.
+
+        Raises ShardNotFoundError when the director no longer knows the shard.
+        """
+        request = UpdateEnvoyStatusRequest(
+            name=envoy_name,
+            is_experiment_running=bool(is_experiment_running),
+            cuda_devices=cuda_device_messages(cuda_devices_info),
+        )
+        response = await self._unary(
+            "UpdateEnvoyStatus",
+            lambda stub: stub.update_envoy_status(request, timeout=self.options.timeout),
+            shard_rpc=True,
+        )
+        return int(response.health_check_period.total_seconds())
+
+    async def set_experiment_failed(
+        self, experiment_name: str, error_code: int = 1, error_description: str = ""
+    ) -> None:
+        """Tell the director this shard could not run ``experiment_name``."""
+        if isinstance(error_code, bool) or not isinstance(error_code, int):
+            raise ValueError(f"error_code must be an int, got {error_code!r}")
+        if not 0 <= error_code < 2**32:
+            raise ValueError(f"error_code must fit in uint32, got {error_code!r}")
+        request = SetExperimentFailedRequest(
+            experiment_name=experiment_name,
+            collaborator_name=self.shard_name,
+            error_code=error_code,
+            error_description=error_description,
+        )
+        await self._unary(
+            "SetExperimentFailed",
+            lambda stub: stub.set_experiment_failed(request, timeout=self.options.timeout),
+        )
+
+    async def get_experiment_data(self, experiment_name: str) -> AsyncIterator[ExperimentData]:
+        """Stream the experiment archive's chunks as the director sends them.
+
+        Opening the stream is retried until the first chunk arrives; a failure after that
+        ends the iteration with an error (the caller has consumed data).
+        """
+        request = GetExperimentDataRequest(
+            experiment_name=experiment_name, collaborator_name=self.shard_name
+        )
+        what = "GetExperimentData"
+        timeout = self.options.timeout
+
+        async def open_stream() -> tuple[AsyncExitStack, _DataStream, ExperimentData | None]:
+            stack = AsyncExitStack()
+            try:
+                stream = await stack.enter_async_context(
+                    self._open_channel().request(
+                        _GET_EXPERIMENT_DATA,
+                        Cardinality.UNARY_STREAM,
+                        GetExperimentDataRequest,
+                        ExperimentData,
+                    )
+                )
+                await stream.send_message(request, end=True)
+                with anyio.fail_after(timeout):
+                    first = await stream.recv_message()
+            except BaseException as exc:
+                await stack.aclose()
+                if isinstance(exc, Exception) and not isinstance(exc, ShardClientError):
+                    raise self._translate(exc, what) from exc
+                raise
+            return stack, stream, first
+
+        stack, stream, message = await call_with_retry(self.options.retry, what, open_stream)
+        async with stack:
+            while message is not None:
+                yield message
+                try:
+                    with anyio.fail_after(timeout):
+                        message = await stream.recv_message()
+                except Exception as exc:
+                    raise self._translate(exc, what) from exc
+
+
+def _shard_info(descriptor: object, *, shard_name: str, cuda_devices: Iterable[int]) -> ShardInfo:
+    """Foundation-only conversion; replaced by shardclient.descriptor."""
+    return ShardInfo(
+        node_info=NodeInfo(
+            name=shard_name, cuda_devices=[CudaDeviceInfo(index=i) for i in cuda_devices]
+        ),
+        shard_description=str(getattr(descriptor, "dataset_description")),
+        sample_shape=[str(x) for x in getattr(descriptor, "sample_shape")],
+        target_shape=[str(x) for x in getattr(descriptor, "target_shape")],
+    )

@@ -1,0 +1,171 @@
+"""ShardDirectorClient: the thread-safe sync facade, signature-compatible with OpenFL's.
+
+Each call runs the AsyncShardDirectorClient's coroutine on one event-loop thread owned
+by this object (an anyio blocking portal); no protocol logic lives here.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from contextlib import ExitStack
+from types import TracebackType
+from typing import TypeVar
+
+from anyio.from_thread import BlockingPortal, start_blocking_portal
+
+from shardclient.aio import AsyncShardDirectorClient, CudaDevicesInfo
+from shardclient.errors import ClientClosedError
+from shardclient.messages import DirectorStub, ExperimentData
+from shardclient.options import DEFAULT_KEEPALIVE_TIME, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_TIMEOUT
+from shardclient.retry import RetryPolicy
+from shardclient.tls import PathLike
+
+__all__ = ["ShardDirectorClient"]
+
+T = TypeVar("T")
+
+
+class ShardDirectorClient:
+    """Drop-in for ``openfl.transport.grpc.director_client.ShardDirectorClient``.
+
+    One connection serves calls from any number of threads at once. ``close()`` (or
+    leaving a ``with`` block) ends calls still blocked in other threads with
+    ClientClosedError and leaves no thread, socket or loop behind.
+    """
+
+    def __init__(
+        self,
+        *,
+        director_host: str,
+        director_port: int,
+        shard_name: str,
+        tls: bool = True,
+        root_certificate: PathLike | None = None,
+        private_key: PathLike | None = None,
+        certificate: PathLike | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        keepalive_time: float | None = DEFAULT_KEEPALIVE_TIME,
+        retry: RetryPolicy | None = RetryPolicy(),
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+    ) -> None:
+        self._aio = AsyncShardDirectorClient(
+            director_host=director_host,
+            director_port=director_port,
+            shard_name=shard_name,
+            tls=tls,
+            root_certificate=root_certificate,
+            private_key=private_key,
+            certificate=certificate,
+            timeout=timeout,
+            keepalive_time=keepalive_time,
+            retry=retry,
+            max_message_size=max_message_size,
+        )
+        self.shard_name = shard_name
+        self._lock = threading.Lock()
+        self._exit_stack = ExitStack()
+        self._portal: BlockingPortal | None = self._exit_stack.enter_context(
+            start_blocking_portal(name=f"shardclient-{shard_name}")
+        )
+
+    @property
+    def aio(self) -> AsyncShardDirectorClient:
+        """The async client doing the work (use it only on this client's loop)."""
+        return self._aio
+
+    @property
+    def stub(self) -> DirectorStub:
+        """The generated grpclib stub; await its methods on this client's loop only."""
+
+        async def get() -> DirectorStub:
+            return self._aio.stub
+
+        return self._call(get)
+
+    def _call(self, func: Callable[[], Awaitable[T]]) -> T:
+        portal = self._portal
+        if portal is None:
+            raise ClientClosedError(f"client for {self._aio.address} is closed")
+        try:
+            return portal.call(func)
+        except (concurrent.futures.CancelledError, RuntimeError) as exc:
+            if self._portal is None or self._aio_closed():
+                raise ClientClosedError(f"client for {self._aio.address} was closed") from exc
+            raise
+
+    def _aio_closed(self) -> bool:
+        return self._aio._closed
+
+    def report_shard_info(self, shard_descriptor: object, cuda_devices: Iterable[int] = ()) -> bool:
+        """Register the shard; True when the director accepted it."""
+        return self._call(lambda: self._aio.report_shard_info(shard_descriptor, cuda_devices))
+
+    def wait_experiment(self) -> str:
+        """Block until the director has an experiment for this shard; return its name."""
+        return self._call(self._aio.wait_experiment)
+
+    def get_experiment_data(self, experiment_name: str) -> Iterator[ExperimentData]:
+        """Iterate over the experiment archive's chunks (each with ``.size``, ``.npbytes``)."""
+        stream = self._aio.get_experiment_data(experiment_name)
+        return self._iterate(stream)
+
+    def _iterate(self, stream: AsyncIterator[ExperimentData]) -> Iterator[ExperimentData]:
+        closer = getattr(stream, "aclose", None)
+        try:
+            while True:
+                try:
+                    yield self._call(stream.__anext__)
+                except StopAsyncIteration:
+                    return
+        finally:
+            if closer is not None and self._portal is not None:
+                self._call(closer)
+
+    def set_experiment_failed(
+        self, experiment_name: str, error_code: int = 1, error_description: str = ""
+    ) -> None:
+        """Report that this shard could not run ``experiment_name``."""
+        self._call(
+            lambda: self._aio.set_experiment_failed(experiment_name, error_code, error_description)
+        )
+
+    def send_health_check(
+        self,
+        *,
+        envoy_name: str,
+        is_experiment_running: bool,
+        cuda_devices_info: CudaDevicesInfo | None = None,
+    ) -> int:
+        """Send a health check; return the seconds until the next one is due."""
+        return self._call(
+            lambda: self._aio.send_health_check(
+                envoy_name=envoy_name,
+                is_experiment_running=is_experiment_running,
+                cuda_devices_info=cuda_devices_info,
+            )
+        )
+
+    def close(self) -> None:
+        """Close the connection and stop the loop thread; safe to call more than once."""
+        with self._lock:
+            portal, self._portal = self._portal, None
+            if portal is None:
+                return
+            try:
+                portal.call(self._aio.close)
+                portal.call(portal.stop, True)
+            finally:
+                self._exit_stack.close()
+
+    def __enter__(self) -> ShardDirectorClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

@@ -1,0 +1,56 @@
+"""Connection options shared by both clients, validated once at construction."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from shardclient.retry import RetryPolicy
+
+__all__ = [
+    "ClientOptions",
+    "DEFAULT_TIMEOUT",
+    "DEFAULT_KEEPALIVE_TIME",
+    "KEEPALIVE_PING_TIMEOUT",
+    "DEFAULT_MAX_MESSAGE_SIZE",
+]
+
+DEFAULT_TIMEOUT = 30.0
+"""Seconds a unary call may take (wait_experiment, a long poll, has no deadline)."""
+
+DEFAULT_KEEPALIVE_TIME = 40.0
+"""Seconds of silence on a connection before an HTTP/2 ping checks the director is there."""
+
+KEEPALIVE_PING_TIMEOUT = 20.0
+"""Seconds a ping may go unanswered before the connection counts as dead."""
+
+DEFAULT_MAX_MESSAGE_SIZE = 64 * 1024 * 1024
+"""Largest message accepted from the director; OpenFL sends 2 MiB archive chunks."""
+
+
+def _positive_number(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{name} must be a number of seconds, got {value!r}")
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class ClientOptions:
+    """The keyword options both clients accept; bad values raise ValueError at once."""
+
+    timeout: float = DEFAULT_TIMEOUT
+    keepalive_time: float | None = DEFAULT_KEEPALIVE_TIME
+    retry: RetryPolicy | None = field(default_factory=RetryPolicy)
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
+
+    def __post_init__(self) -> None:
+        _positive_number("timeout", self.timeout)
+        if self.keepalive_time is not None:
+            _positive_number("keepalive_time", self.keepalive_time)
+        if self.retry is not None and not isinstance(self.retry, RetryPolicy):
+            raise ValueError(f"retry must be a RetryPolicy or None, got {self.retry!r}")
+        size = self.max_message_size
+        if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
+            raise ValueError(f"max_message_size must be an int > 0 (bytes), got {size!r}")

@@ -1,0 +1,112 @@
+"""When and how often a failed call is repeated: exponential backoff with jitter (tenacity)."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from grpclib.const import Status
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_before_delay,
+    wait_exponential_jitter,
+)
+
+from shardclient.errors import (
+    DirectorProtocolError,
+    DirectorRPCError,
+    DirectorTimeoutError,
+    DirectorUnavailableError,
+)
+
+__all__ = ["RetryPolicy", "is_retryable", "call_with_retry"]
+
+logger = logging.getLogger("shardclient.retry")
+
+T = TypeVar("T")
+
+
+def _check_number(name: str, value: object, *, minimum: float, allow_equal: bool) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    if not math.isfinite(value) or value < minimum or (value == minimum and not allow_equal):
+        bound = ">=" if allow_equal else ">"
+        raise ValueError(f"{name} must be finite and {bound} {minimum}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Retry connection failures and UNAVAILABLE with exponential backoff and jitter.
+
+    The n-th retry waits ``min(initial_delay * multiplier**(n-1), max_delay)`` plus up to
+    ``jitter`` random seconds. No attempt starts once ``total_timeout`` seconds have
+    passed since the first, and at most ``max_attempts`` attempts are made in all.
+    """
+
+    max_attempts: int = 6
+    initial_delay: float = 0.5
+    max_delay: float = 10.0
+    multiplier: float = 2.0
+    jitter: float = 0.5
+    total_timeout: float = 60.0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.max_attempts, bool) or not isinstance(self.max_attempts, int):
+            raise ValueError(f"max_attempts must be an int, got {self.max_attempts!r}")
+        if self.max_attempts < 1:
+            raise ValueError(f"max_attempts must be >= 1, got {self.max_attempts!r}")
+        _check_number("initial_delay", self.initial_delay, minimum=0, allow_equal=True)
+        _check_number("max_delay", self.max_delay, minimum=0, allow_equal=True)
+        _check_number("multiplier", self.multiplier, minimum=1, allow_equal=True)
+        _check_number("jitter", self.jitter, minimum=0, allow_equal=True)
+        _check_number("total_timeout", self.total_timeout, minimum=0, allow_equal=False)
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Connection failures and UNAVAILABLE only: never timeouts, TLS or protocol failures,
+    nor any other status the director answered."""
+    if isinstance(exc, DirectorRPCError):
+        return exc.status is Status.UNAVAILABLE
+    return isinstance(exc, DirectorUnavailableError) and not isinstance(
+        exc, (DirectorTimeoutError, DirectorProtocolError)
+    )
+
+
+def _log_retry(what: str) -> Callable[[RetryCallState], None]:
+    def log(state: RetryCallState) -> None:
+        outcome = state.outcome
+        cause = outcome.exception() if outcome is not None else None
+        delay = state.next_action.sleep if state.next_action is not None else 0.0
+        logger.warning(
+            "%s failed (attempt %d): %s; retrying in %.2f s", what, state.attempt_number,
+            cause, delay,
+        )
+
+    return log
+
+
+async def call_with_retry(
+    policy: RetryPolicy | None, what: str, call: Callable[[], Awaitable[T]]
+) -> T:
+    """Await ``call()``, repeating it under ``policy`` while it fails retryably."""
+    if policy is None:
+        return await call()
+    retrying = AsyncRetrying(
+        stop=stop_after_attempt(policy.max_attempts) | stop_before_delay(policy.total_timeout),
+        wait=wait_exponential_jitter(
+            initial=policy.initial_delay,
+            max=policy.max_delay,
+            exp_base=policy.multiplier,
+            jitter=policy.jitter,
+        ),
+        retry=retry_if_exception(is_retryable),
+        before_sleep=_log_retry(what),
+        reraise=True,
+    )
+    return await retrying(call)
