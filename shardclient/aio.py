@@ -201,11 +201,20 @@ class AsyncShardDirectorClient:
     ) -> None:
         await self.close()
 
+    @property
+    def closed(self) -> bool:
+        """True once close() was called."""
+        return self._closed
+
     def _translate(self, exc: Exception, what: str, *, shard_rpc: bool = False) -> Exception:
         if self._closed:
             return ClientClosedError(f"{what}: client for {self.address} was closed")
         mapped = translate_error(
-            exc, what=what, address=self.address, shard_name=self.shard_name if shard_rpc else None
+            exc,
+            what=what,
+            address=self.address,
+            shard_name=self.shard_name if shard_rpc else None,
+            tls=self._ssl is not None,
         )
         return mapped if mapped is not None else exc
 

@@ -91,12 +91,9 @@ class ShardDirectorClient:
         try:
             return portal.call(func)
         except (concurrent.futures.CancelledError, RuntimeError) as exc:
-            if self._portal is None or self._aio_closed():
+            if self._portal is None or self._aio.closed:
                 raise ClientClosedError(f"client for {self._aio.address} was closed") from exc
             raise
-
-    def _aio_closed(self) -> bool:
-        return self._aio._closed
 
     def report_shard_info(self, shard_descriptor: object, cuda_devices: Iterable[int] = ()) -> bool:
         """Register the shard; True when the director accepted it."""

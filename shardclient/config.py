@@ -90,7 +90,9 @@ class _Checker:
         self.path = path
 
     def error(self, key: str, problem: str) -> EnvoyConfigError:
-        return EnvoyConfigError(f"{self.path}: {key}: {problem}" if key else f"{self.path}: {problem}")
+        return EnvoyConfigError(
+            f"{self.path}: {key}: {problem}" if key else f"{self.path}: {problem}"
+        )
 
     def mapping(self, value: object, key: str) -> dict[str, object]:
         """A mapping with string keys (a copy); YAML null counts as empty."""
@@ -147,7 +149,8 @@ def _provided_names(folder: Path, top: str) -> set[str]:
     """Top-level module names that ``folder`` provides: its modules and regular packages.
 
     Plain folders (data/, logs/) are left out, except the template's own top-level name, which
-    may be a namespace package.
+    may be a namespace package. Standard library names are left out too: a stray random.py beside
+    the config does not replace the cached standard module.
     """
     suffixes = importlib.machinery.all_suffixes()
     names = {top} if (folder / top).is_dir() else set()
@@ -164,7 +167,7 @@ def _provided_names(folder: Path, top: str) -> set[str]:
             if entry.name.endswith(suffix):
                 names.add(entry.name[: -len(suffix)])
                 break
-    return names
+    return names - sys.stdlib_module_names
 
 
 def _from_folder(module: ModuleType, folder: Path) -> bool:
@@ -190,9 +193,7 @@ def _importing_from(folder: Path, top: str) -> Iterator[None]:
         had_finder = folder_entry in sys.path_importer_cache
         before = dict(sys.modules)
         set_aside = {
-            name: module
-            for name, module in before.items()
-            if name.partition(".")[0] in provided
+            name: module for name, module in before.items() if name.partition(".")[0] in provided
         }
         for name in set_aside:
             del sys.modules[name]
@@ -222,7 +223,11 @@ def _missing_members(value: object) -> list[str]:
 
 
 def _build_descriptor(
-    check: _Checker, folder: Path, template: str, module_name: str, class_name: str,
+    check: _Checker,
+    folder: Path,
+    template: str,
+    module_name: str,
+    class_name: str,
     params: Mapping[str, object],
 ) -> ShardDescriptor:
     key = "shard_descriptor.template"

@@ -100,12 +100,24 @@ class CorruptExperimentDataError(ShardClientError):
     """An experiment archive chunk does not match its declared size."""
 
 
+_LOST_HINT = {
+    True: "; if this persists, check that the director trusts this client's certificate",
+    False: "; if this persists, check whether the director expects TLS",
+}
+
+
 def translate_error(
-    exc: BaseException, *, what: str, address: str, shard_name: str | None = None
+    exc: BaseException,
+    *,
+    what: str,
+    address: str,
+    shard_name: str | None = None,
+    tls: bool | None = None,
 ) -> ShardClientError | None:
     """Map an exception from grpclib, h2, ssl or the OS to ours; None when it is not one.
 
-    ``shard_name`` marks calls where NOT_FOUND means the director lost the shard.
+    ``shard_name`` marks calls where NOT_FOUND means the director lost the shard; ``tls``
+    (whether the connection uses TLS) adds a hint to a lost connection's message.
     """
     if isinstance(exc, grpclib.exceptions.GRPCError):
         details = exc.message or ""
@@ -135,8 +147,9 @@ def translate_error(
                 f"{what}: {address} broke the HTTP/2 protocol (is it a gRPC director?)",
                 address=address,
             )
+        hint = _LOST_HINT[tls] if tls is not None else ""
         return DirectorUnavailableError(
-            f"{what}: connection to the director at {address} was lost ({reason})",
+            f"{what}: connection to the director at {address} was lost ({reason}){hint}",
             address=address,
         )
     if isinstance(exc, (grpclib.exceptions.ProtocolError, h2.exceptions.ProtocolError)):

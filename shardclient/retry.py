@@ -15,7 +15,8 @@ from tenacity import (
     retry_if_exception,
     stop_after_attempt,
     stop_before_delay,
-    wait_exponential_jitter,
+    wait_exponential,
+    wait_random,
 )
 
 from shardclient.errors import (
@@ -99,12 +100,10 @@ async def call_with_retry(
         return await call()
     retrying = AsyncRetrying(
         stop=stop_after_attempt(policy.max_attempts) | stop_before_delay(policy.total_timeout),
-        wait=wait_exponential_jitter(
-            initial=policy.initial_delay,
-            max=policy.max_delay,
-            exp_base=policy.multiplier,
-            jitter=policy.jitter,
-        ),
+        wait=wait_exponential(
+            multiplier=policy.initial_delay, exp_base=policy.multiplier, max=policy.max_delay
+        )
+        + wait_random(0, policy.jitter),
         retry=retry_if_exception(is_retryable),
         before_sleep=_log_retry(what),
         reraise=True,

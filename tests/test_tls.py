@@ -1,0 +1,136 @@
+"""Mutual TLS between the clients and LocalDirector, and clear errors for bad TLS setups."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from shardclient import (
+    DirectorUnavailableError,
+    ShardClientError,
+    ShardDirectorClient,
+    TLSConfigurationError,
+    TLSHandshakeError,
+)
+from shardclient.testing import LocalDirector
+from shardclient.tls import server_ssl_context
+from tests.certs import Pki, make_pki
+from tests.conftest import SAMPLE_SHAPE, TARGET_SHAPE, Descriptor
+
+
+@pytest.fixture
+def tls_director(pki: Pki) -> Iterator[LocalDirector]:
+    context = server_ssl_context(
+        root_certificate=pki.ca_cert, private_key=pki.server.key, certificate=pki.server.cert
+    )
+    with LocalDirector(sample_shape=SAMPLE_SHAPE, target_shape=TARGET_SHAPE, tls=context) as d:
+        yield d
+
+
+def _client(director: LocalDirector, pki: Pki, host: str = "localhost") -> ShardDirectorClient:
+    return ShardDirectorClient(
+        director_host=host,
+        director_port=director.port,
+        shard_name="s1",
+        root_certificate=pki.ca_cert,
+        private_key=pki.client.key,
+        certificate=pki.client.cert,
+        retry=None,
+    )
+
+
+@pytest.mark.parametrize("host", ["localhost", "127.0.0.1"])
+def test_mutual_tls_round_trip(tls_director: LocalDirector, pki: Pki, host: str) -> None:
+    with _client(tls_director, pki, host) as client:
+        assert client.report_shard_info(Descriptor(), []) is True
+        assert client.send_health_check(envoy_name="s1", is_experiment_running=False) == 60
+
+
+def test_client_trusting_another_ca(tls_director: LocalDirector, pki: Pki, tmp_path: Path) -> None:
+    other = make_pki(tmp_path / "other", ca_name="some other CA")
+    wrong_trust = Pki(ca_cert=other.ca_cert, server=pki.server, client=pki.client)
+    with _client(tls_director, wrong_trust) as client:
+        with pytest.raises(TLSHandshakeError, match="CERTIFICATE_VERIFY_FAILED") as caught:
+            client.report_shard_info(Descriptor(), [])
+    assert caught.value.address == f"localhost:{tls_director.port}"
+    assert tls_director.shards == {}
+
+
+def test_server_name_is_verified(tls_director: LocalDirector, pki: Pki, tmp_path: Path) -> None:
+    renamed = make_pki(tmp_path / "renamed", server_hosts=("director.example",))
+    context = server_ssl_context(
+        root_certificate=renamed.ca_cert,
+        private_key=renamed.server.key,
+        certificate=renamed.server.cert,
+    )
+    with LocalDirector(sample_shape=SAMPLE_SHAPE, target_shape=TARGET_SHAPE, tls=context) as d:
+        with _client(d, renamed) as client:
+            with pytest.raises(TLSHandshakeError, match="CERTIFICATE_VERIFY_FAILED"):
+                client.report_shard_info(Descriptor(), [])
+
+
+def test_director_refuses_a_client_certificate_it_does_not_trust(
+    tls_director: LocalDirector, pki: Pki, tmp_path: Path
+) -> None:
+    stranger = make_pki(tmp_path / "stranger", ca_name="stranger CA")
+    untrusted_client = Pki(ca_cert=pki.ca_cert, server=pki.server, client=stranger.client)
+    with _client(tls_director, untrusted_client) as client:
+        with pytest.raises((TLSHandshakeError, DirectorUnavailableError), match="trusts this client") as caught:
+            client.report_shard_info(Descriptor(), [])
+    assert f"localhost:{tls_director.port}" in str(caught.value)
+    assert tls_director.shards == {}
+
+
+def test_plain_client_against_tls_director(tls_director: LocalDirector) -> None:
+    with ShardDirectorClient(
+        director_host="127.0.0.1", director_port=tls_director.port, shard_name="s1", tls=False,
+        retry=None, timeout=5,
+    ) as client:
+        with pytest.raises(ShardClientError, match=f"127.0.0.1:{tls_director.port}"):
+            client.report_shard_info(Descriptor(), [])
+
+
+def test_tls_without_files() -> None:
+    with pytest.raises(TLSConfigurationError, match="root_certificate, private_key and certificate"):
+        ShardDirectorClient(director_host="localhost", director_port=1, shard_name="s1")
+
+
+@pytest.mark.parametrize("missing", ["root_certificate", "private_key", "certificate"])
+def test_missing_file_is_named(pki: Pki, tmp_path: Path, missing: str) -> None:
+    files = {
+        "root_certificate": pki.ca_cert,
+        "private_key": pki.client.key,
+        "certificate": pki.client.cert,
+    }
+    files[missing] = tmp_path / "absent.pem"
+    with pytest.raises(TLSConfigurationError, match="absent.pem"):
+        ShardDirectorClient(
+            director_host="localhost",
+            director_port=1,
+            shard_name="s1",
+            root_certificate=files["root_certificate"],
+            private_key=files["private_key"],
+            certificate=files["certificate"],
+        )
+
+
+def test_mismatched_key_and_certificate(pki: Pki, tmp_path: Path) -> None:
+    other = make_pki(tmp_path / "other")
+    with pytest.raises(TLSConfigurationError, match="do not form a valid pair"):
+        ShardDirectorClient(
+            director_host="localhost", director_port=1, shard_name="s1",
+            root_certificate=pki.ca_cert, private_key=other.client.key,
+            certificate=pki.client.cert,
+        )
+
+
+def test_garbage_root_certificate(pki: Pki, tmp_path: Path) -> None:
+    junk = tmp_path / "junk.crt"
+    junk.write_text("not a certificate")
+    with pytest.raises(TLSConfigurationError, match="junk.crt"):
+        ShardDirectorClient(
+            director_host="localhost", director_port=1, shard_name="s1",
+            root_certificate=junk, private_key=pki.client.key, certificate=pki.client.cert,
+        )
