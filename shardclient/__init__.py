@@ -2,6 +2,13 @@
 
 from shardclient.aio import AsyncShardDirectorClient
 from shardclient.client import ShardDirectorClient
+from shardclient.config import EnvoyConfig, load_envoy_config
+from shardclient.descriptor import (
+    ShardDescriptor,
+    StaticShardDescriptor,
+    descriptor_from_shard_info,
+    shard_info_from_descriptor,
+)
 from shardclient.errors import (
     ClientClosedError,
     CorruptExperimentDataError,
@@ -24,6 +31,12 @@ __all__ = [
     "AsyncShardDirectorClient",
     "ShardDirectorClient",
     "RetryPolicy",
+    "ShardDescriptor",
+    "StaticShardDescriptor",
+    "shard_info_from_descriptor",
+    "descriptor_from_shard_info",
+    "EnvoyConfig",
+    "load_envoy_config",
     "CudaDeviceInfo",
     "ExperimentData",
     "ShardInfo",

@@ -10,22 +10,21 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import AsyncExitStack
 from types import TracebackType
-from typing import TypeVar, Union
+from typing import SupportsIndex, TypeVar, Union
 
 import anyio
 from grpclib.client import Channel, Stream
 from grpclib.config import Configuration
 from grpclib.const import Cardinality
 
+from shardclient.descriptor import ShardDescriptor, shard_info_from_descriptor
 from shardclient.errors import ClientClosedError, ShardClientError, translate_error
 from shardclient.messages import (
     CudaDeviceInfo,
     DirectorStub,
     ExperimentData,
     GetExperimentDataRequest,
-    NodeInfo,
     SetExperimentFailedRequest,
-    ShardInfo,
     UpdateEnvoyStatusRequest,
     UpdateShardInfoRequest,
     WaitExperimentRequest,
@@ -237,10 +236,17 @@ class AsyncShardDirectorClient:
         return await call_with_retry(self.options.retry, what, attempt)
 
     async def report_shard_info(
-        self, shard_descriptor: object, cuda_devices: Iterable[int] = ()
+        self,
+        shard_descriptor: ShardDescriptor,
+        cuda_devices: Iterable[SupportsIndex | CudaDeviceInfo] = (),
     ) -> bool:
-        """Register this shard; True when the director accepted its shapes."""
-        info = _shard_info(shard_descriptor, shard_name=self.shard_name, cuda_devices=cuda_devices)
+        """Register this shard; True when the director accepted its shapes.
+
+        The descriptor is validated first (ShardDescriptorError): nothing is sent otherwise.
+        """
+        info = shard_info_from_descriptor(
+            shard_descriptor, shard_name=self.shard_name, cuda_devices=cuda_devices
+        )
         logger.info("Registering shard %s with the director at %s", self.shard_name, self.address)
         request = UpdateShardInfoRequest(shard_info=info)
         response = await self._unary(
@@ -345,15 +351,3 @@ class AsyncShardDirectorClient:
                         message = await stream.recv_message()
                 except Exception as exc:
                     raise self._translate(exc, what) from exc
-
-
-def _shard_info(descriptor: object, *, shard_name: str, cuda_devices: Iterable[int]) -> ShardInfo:
-    """Foundation-only conversion; replaced by shardclient.descriptor."""
-    return ShardInfo(
-        node_info=NodeInfo(
-            name=shard_name, cuda_devices=[CudaDeviceInfo(index=i) for i in cuda_devices]
-        ),
-        shard_description=str(getattr(descriptor, "dataset_description")),
-        sample_shape=[str(x) for x in getattr(descriptor, "sample_shape")],
-        target_shape=[str(x) for x in getattr(descriptor, "target_shape")],
-    )

@@ -11,13 +11,14 @@ import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from contextlib import ExitStack
 from types import TracebackType
-from typing import TypeVar
+from typing import SupportsIndex, TypeVar
 
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from shardclient.aio import AsyncShardDirectorClient, CudaDevicesInfo
+from shardclient.descriptor import ShardDescriptor
 from shardclient.errors import ClientClosedError
-from shardclient.messages import DirectorStub, ExperimentData
+from shardclient.messages import CudaDeviceInfo, DirectorStub, ExperimentData
 from shardclient.options import DEFAULT_KEEPALIVE_TIME, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_TIMEOUT
 from shardclient.retry import RetryPolicy
 from shardclient.tls import PathLike
@@ -95,8 +96,12 @@ class ShardDirectorClient:
                 raise ClientClosedError(f"client for {self._aio.address} was closed") from exc
             raise
 
-    def report_shard_info(self, shard_descriptor: object, cuda_devices: Iterable[int] = ()) -> bool:
-        """Register the shard; True when the director accepted it."""
+    def report_shard_info(
+        self,
+        shard_descriptor: ShardDescriptor,
+        cuda_devices: Iterable[SupportsIndex | CudaDeviceInfo] = (),
+    ) -> bool:
+        """Register the shard; True when the director accepted it (validated first)."""
         return self._call(lambda: self._aio.report_shard_info(shard_descriptor, cuda_devices))
 
     def wait_experiment(self) -> str:

@@ -75,7 +75,7 @@ def test_an_invalid_descriptor_sends_nothing() -> None:
             with pytest.raises(
                 ShardDescriptorError, match=r"^sample_shape\[0\]: .*28\.0 \(float\)"
             ):
-                client.report_shard_info(FloatShapes())
+                client.report_shard_info(FloatShapes())  # type: ignore[arg-type]  # floats on purpose
             with pytest.raises(ShardDescriptorError, match=r"^cuda_devices\[0\]: .*-1 \(int\)"):
                 client.report_shard_info(IntShapes(), cuda_devices=[-1])
         assert director.shards == {}
@@ -89,5 +89,5 @@ async def test_async_client_with_int_shapes() -> None:
         ) as client:
             assert await client.report_shard_info(IntShapes(), cuda_devices=[]) is True
             with pytest.raises(ShardDescriptorError):
-                await client.report_shard_info(FloatShapes())
+                await client.report_shard_info(FloatShapes())  # type: ignore[arg-type]  # on purpose
         assert director.shards["s5"].sample_shape == ["28", "28"]
