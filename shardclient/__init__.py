@@ -9,6 +9,7 @@ from shardclient.descriptor import (
     descriptor_from_shard_info,
     shard_info_from_descriptor,
 )
+from shardclient.download import DownloadedExperiment, archive_filename
 from shardclient.errors import (
     ClientClosedError,
     CorruptExperimentDataError,
@@ -31,6 +32,8 @@ __all__ = [
     "AsyncShardDirectorClient",
     "ShardDirectorClient",
     "RetryPolicy",
+    "DownloadedExperiment",
+    "archive_filename",
     "ShardDescriptor",
     "StaticShardDescriptor",
     "shard_info_from_descriptor",

@@ -7,17 +7,26 @@ exceptions to shardclient's. The sync ShardDirectorClient only forwards to this 
 from __future__ import annotations
 
 import logging
+import os
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import AsyncExitStack
+from pathlib import Path
 from types import TracebackType
 from typing import SupportsIndex, TypeVar, Union
 
 import anyio
-from grpclib.client import Channel, Stream
+from grpclib.client import Channel
 from grpclib.config import Configuration
 from grpclib.const import Cardinality
 
 from shardclient.descriptor import ShardDescriptor, shard_info_from_descriptor
+from shardclient.download import (
+    DownloadedExperiment,
+    ProgressCallback,
+    archive_filename,
+    save_archive,
+)
 from shardclient.errors import ClientClosedError, ShardClientError, translate_error
 from shardclient.messages import (
     CudaDeviceInfo,
@@ -28,15 +37,17 @@ from shardclient.messages import (
     UpdateEnvoyStatusRequest,
     UpdateShardInfoRequest,
     WaitExperimentRequest,
+    WaitExperimentResponse,
 )
 from shardclient.options import (
     DEFAULT_KEEPALIVE_TIME,
+    DEFAULT_KEEPALIVE_TIMEOUT,
     DEFAULT_MAX_MESSAGE_SIZE,
     DEFAULT_TIMEOUT,
-    KEEPALIVE_PING_TIMEOUT,
     ClientOptions,
 )
-from shardclient.retry import RetryPolicy, call_with_retry
+from shardclient.retry import RetryPolicy, call_with_retry, is_retryable
+from shardclient.stream import DataStream, recv_chunk
 from shardclient.tls import PathLike, client_ssl_context
 
 __all__ = ["AsyncShardDirectorClient", "CudaDevicesInfo"]
@@ -48,7 +59,6 @@ T = TypeVar("T")
 CudaDevicesInfo = Iterable[Union[CudaDeviceInfo, Mapping[str, object]]]
 """Health-check GPU readings: CudaDeviceInfo messages, or OpenFL's dicts of the same fields."""
 
-_DataStream = Stream[GetExperimentDataRequest, ExperimentData]
 _GET_EXPERIMENT_DATA = "/openfl.director.Director/GetExperimentData"
 _CUDA_FIELDS = {
     "index": int,
@@ -101,6 +111,15 @@ def cuda_device_messages(items: CudaDevicesInfo | None) -> list[CudaDeviceInfo]:
     return messages
 
 
+class _LongPollDropped(Exception):
+    """A long poll that had been waiting lost its connection: poll again, budget reset."""
+
+    def __init__(self, cause: Exception, waited: float) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+        self.waited = waited
+
+
 class AsyncShardDirectorClient:
     """The envoy's asyncio client for OpenFL's director, one instance per shard.
 
@@ -120,6 +139,7 @@ class AsyncShardDirectorClient:
         certificate: PathLike | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         keepalive_time: float | None = DEFAULT_KEEPALIVE_TIME,
+        keepalive_timeout: float = DEFAULT_KEEPALIVE_TIMEOUT,
         retry: RetryPolicy | None = RetryPolicy(),
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     ) -> None:
@@ -139,6 +159,7 @@ class AsyncShardDirectorClient:
         self.options = ClientOptions(
             timeout=timeout,
             keepalive_time=keepalive_time,
+            keepalive_timeout=keepalive_timeout,
             retry=retry,
             max_message_size=max_message_size,
         )
@@ -165,10 +186,17 @@ class AsyncShardDirectorClient:
         if self._closed:
             raise ClientClosedError(f"client for {self.address} is closed")
         if self._channel is None:
+            keepalive = self.options.keepalive_time
+            # grpclib by default sends at most 2 pings between data frames and none within
+            # 5 minutes of the last: a long poll would go unwatched. Ping every
+            # keepalive_time while a call is in flight instead. (gRPC C-core servers may
+            # answer such pings with GOAWAY too_many_pings; wait_experiment re-polls then.)
             config = Configuration(
-                _keepalive_time=self.options.keepalive_time,
-                _keepalive_timeout=KEEPALIVE_PING_TIMEOUT,
+                _keepalive_time=keepalive,
+                _keepalive_timeout=self.options.keepalive_timeout,
                 _keepalive_permit_without_calls=False,
+                _http2_max_pings_without_data=0,
+                _http2_min_sent_ping_interval_without_data=keepalive or 300,
             )
             self._channel = Channel(
                 self.director_host, self.director_port, ssl=self._ssl, config=config
@@ -256,11 +284,39 @@ class AsyncShardDirectorClient:
         return bool(response.accepted)
 
     async def wait_experiment(self) -> str:
-        """Long-poll until the director has an experiment for this shard; return its name."""
+        """Long-poll until the director has an experiment for this shard; return its name.
+
+        No deadline. Keepalive pings notice a dead connection; a long poll that had been
+        waiting for at least ``keepalive_time`` when its connection dropped (a director
+        restart, a proxy's idle cut, GOAWAY too_many_pings) is sent again with a fresh
+        retry budget, so only a director that stays unreachable ends the wait with an error.
+        """
+        what = "WaitExperiment"
         request = WaitExperimentRequest(collaborator_name=self.shard_name)
-        response = await self._unary(
-            "WaitExperiment", lambda stub: stub.wait_experiment(request)
-        )
+        policy = self.options.retry
+        established_after = self.options.keepalive_time or DEFAULT_KEEPALIVE_TIME
+
+        async def attempt() -> WaitExperimentResponse:
+            stub = self.stub
+            started = time.monotonic()
+            try:
+                return await stub.wait_experiment(request)
+            except Exception as exc:
+                mapped = self._translate(exc, what)
+                waited = time.monotonic() - started
+                if policy is not None and waited >= established_after and is_retryable(mapped):
+                    raise _LongPollDropped(mapped, waited) from exc
+                raise mapped from exc
+
+        while True:
+            try:
+                response = await call_with_retry(policy, what, attempt)
+                break
+            except _LongPollDropped as dropped:
+                logger.warning(
+                    "%s: the long poll was cut after %.0f s (%s); polling again",
+                    what, dropped.waited, dropped.cause,
+                )
         if not response.experiment_name:
             raise ShardClientError(
                 f"the director at {self.address} answered WaitExperiment with no experiment name"
@@ -313,7 +369,8 @@ class AsyncShardDirectorClient:
         """Stream the experiment archive's chunks as the director sends them.
 
         Opening the stream is retried until the first chunk arrives; a failure after that
-        ends the iteration with an error (the caller has consumed data).
+        ends the iteration with an error (the caller has consumed data). Each chunk must
+        arrive within ``timeout`` seconds and be at most ``max_message_size`` bytes.
         """
         request = GetExperimentDataRequest(
             experiment_name=experiment_name, collaborator_name=self.shard_name
@@ -321,7 +378,16 @@ class AsyncShardDirectorClient:
         what = "GetExperimentData"
         timeout = self.options.timeout
 
-        async def open_stream() -> tuple[AsyncExitStack, _DataStream, ExperimentData | None]:
+        async def next_chunk(stream: DataStream) -> ExperimentData | None:
+            with anyio.fail_after(timeout):
+                chunk = await recv_chunk(
+                    stream, max_message_size=self.options.max_message_size, address=self.address
+                )
+                if chunk is None:
+                    await stream.recv_trailing_metadata()  # raises the director's error status
+                return chunk
+
+        async def open_stream() -> tuple[AsyncExitStack, DataStream, ExperimentData | None]:
             stack = AsyncExitStack()
             try:
                 stream = await stack.enter_async_context(
@@ -333,8 +399,7 @@ class AsyncShardDirectorClient:
                     )
                 )
                 await stream.send_message(request, end=True)
-                with anyio.fail_after(timeout):
-                    first = await stream.recv_message()
+                first = await next_chunk(stream)
             except BaseException as exc:
                 await stack.aclose()
                 if isinstance(exc, Exception) and not isinstance(exc, ShardClientError):
@@ -342,12 +407,30 @@ class AsyncShardDirectorClient:
                 raise
             return stack, stream, first
 
-        stack, stream, message = await call_with_retry(self.options.retry, what, open_stream)
+        stack, stream, chunk = await call_with_retry(self.options.retry, what, open_stream)
         async with stack:
-            while message is not None:
-                yield message
+            while chunk is not None:
+                yield chunk
                 try:
-                    with anyio.fail_after(timeout):
-                        message = await stream.recv_message()
+                    chunk = await next_chunk(stream)
+                except ShardClientError:
+                    raise
                 except Exception as exc:
                     raise self._translate(exc, what) from exc
+
+    async def download_experiment(
+        self,
+        experiment_name: str,
+        dest_dir: str | os.PathLike[str],
+        *,
+        progress: ProgressCallback | None = None,
+    ) -> DownloadedExperiment:
+        """Download the archive into ``dest_dir`` as :func:`archive_filename` names it.
+
+        The file appears only when complete; on any error or cancellation nothing in
+        ``dest_dir`` changes. ``progress(bytes_so_far, None)`` is called per chunk.
+        """
+        destination = Path(dest_dir) / archive_filename(experiment_name)
+        return await save_archive(
+            self.get_experiment_data(experiment_name), destination, progress=progress
+        )

@@ -7,6 +7,7 @@ by this object (an anyio blocking portal); no protocol logic lives here.
 from __future__ import annotations
 
 import concurrent.futures
+import os
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from contextlib import ExitStack
@@ -17,15 +18,24 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from shardclient.aio import AsyncShardDirectorClient, CudaDevicesInfo
 from shardclient.descriptor import ShardDescriptor
+from shardclient.download import DownloadedExperiment, ProgressCallback
 from shardclient.errors import ClientClosedError
 from shardclient.messages import CudaDeviceInfo, DirectorStub, ExperimentData
-from shardclient.options import DEFAULT_KEEPALIVE_TIME, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_TIMEOUT
+from shardclient.options import (
+    DEFAULT_KEEPALIVE_TIME,
+    DEFAULT_KEEPALIVE_TIMEOUT,
+    DEFAULT_MAX_MESSAGE_SIZE,
+    DEFAULT_TIMEOUT,
+)
 from shardclient.retry import RetryPolicy
 from shardclient.tls import PathLike
 
 __all__ = ["ShardDirectorClient"]
 
 T = TypeVar("T")
+
+_CLEANUP_WAIT = 30.0
+"""Seconds an interrupted call may take to clean up before the interrupt propagates."""
 
 
 class ShardDirectorClient:
@@ -48,6 +58,7 @@ class ShardDirectorClient:
         certificate: PathLike | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         keepalive_time: float | None = DEFAULT_KEEPALIVE_TIME,
+        keepalive_timeout: float = DEFAULT_KEEPALIVE_TIMEOUT,
         retry: RetryPolicy | None = RetryPolicy(),
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     ) -> None:
@@ -61,6 +72,7 @@ class ShardDirectorClient:
             certificate=certificate,
             timeout=timeout,
             keepalive_time=keepalive_time,
+            keepalive_timeout=keepalive_timeout,
             retry=retry,
             max_message_size=max_message_size,
         )
@@ -86,14 +98,35 @@ class ShardDirectorClient:
         return self._call(get)
 
     def _call(self, func: Callable[[], Awaitable[T]]) -> T:
+        """Run ``func()`` on the loop thread and wait for it.
+
+        A KeyboardInterrupt (or other exception raised in this thread while waiting) cancels
+        the call and waits for its cleanup, e.g. a partial download's removal, before it
+        propagates.
+        """
         portal = self._portal
         if portal is None:
             raise ClientClosedError(f"client for {self._aio.address} is closed")
+        finished = threading.Event()
+
+        async def run() -> T:
+            try:
+                return await func()
+            finally:
+                finished.set()
+
         try:
-            return portal.call(func)
-        except (concurrent.futures.CancelledError, RuntimeError) as exc:
-            if self._portal is None or self._aio.closed:
-                raise ClientClosedError(f"client for {self._aio.address} was closed") from exc
+            future = portal.start_task_soon(run)
+        except RuntimeError as exc:  # the portal stopped between the check and the call
+            raise ClientClosedError(f"client for {self._aio.address} is closed") from exc
+        try:
+            return future.result()
+        except concurrent.futures.CancelledError as exc:
+            raise ClientClosedError(f"client for {self._aio.address} was closed") from exc
+        except BaseException:
+            if not future.done():
+                future.cancel()
+                finished.wait(_CLEANUP_WAIT)
             raise
 
     def report_shard_info(
@@ -124,6 +157,21 @@ class ShardDirectorClient:
         finally:
             if closer is not None and self._portal is not None:
                 self._call(closer)
+
+    def download_experiment(
+        self,
+        experiment_name: str,
+        dest_dir: str | os.PathLike[str],
+        *,
+        progress: ProgressCallback | None = None,
+    ) -> DownloadedExperiment:
+        """Download the archive into ``dest_dir``; see AsyncShardDirectorClient's method.
+
+        ``progress`` runs on the client's loop thread: keep it quick.
+        """
+        return self._call(
+            lambda: self._aio.download_experiment(experiment_name, dest_dir, progress=progress)
+        )
 
     def set_experiment_failed(
         self, experiment_name: str, error_code: int = 1, error_description: str = ""

@@ -11,7 +11,7 @@ __all__ = [
     "ClientOptions",
     "DEFAULT_TIMEOUT",
     "DEFAULT_KEEPALIVE_TIME",
-    "KEEPALIVE_PING_TIMEOUT",
+    "DEFAULT_KEEPALIVE_TIMEOUT",
     "DEFAULT_MAX_MESSAGE_SIZE",
 ]
 
@@ -21,7 +21,7 @@ DEFAULT_TIMEOUT = 30.0
 DEFAULT_KEEPALIVE_TIME = 40.0
 """Seconds of silence on a connection before an HTTP/2 ping checks the director is there."""
 
-KEEPALIVE_PING_TIMEOUT = 20.0
+DEFAULT_KEEPALIVE_TIMEOUT = 20.0
 """Seconds a ping may go unanswered before the connection counts as dead."""
 
 DEFAULT_MAX_MESSAGE_SIZE = 64 * 1024 * 1024
@@ -38,10 +38,19 @@ def _positive_number(name: str, value: object) -> float:
 
 @dataclass(frozen=True)
 class ClientOptions:
-    """The keyword options both clients accept; bad values raise ValueError at once."""
+    """The keyword options both clients accept; bad values raise ValueError at once.
+
+    - ``timeout``: seconds for each unary call, and for each chunk of a download to arrive.
+    - ``keepalive_time``: seconds between HTTP/2 pings while a call is in flight (None: no
+      pings); with ``keepalive_timeout``, a dead director or a silently dropped connection
+      is noticed within their sum even during wait_experiment's long poll.
+    - ``retry``: the RetryPolicy for connection failures and UNAVAILABLE (None: no retries).
+    - ``max_message_size``: the largest message accepted from the director, in bytes.
+    """
 
     timeout: float = DEFAULT_TIMEOUT
     keepalive_time: float | None = DEFAULT_KEEPALIVE_TIME
+    keepalive_timeout: float = DEFAULT_KEEPALIVE_TIMEOUT
     retry: RetryPolicy | None = field(default_factory=RetryPolicy)
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
 
@@ -49,6 +58,7 @@ class ClientOptions:
         _positive_number("timeout", self.timeout)
         if self.keepalive_time is not None:
             _positive_number("keepalive_time", self.keepalive_time)
+        _positive_number("keepalive_timeout", self.keepalive_timeout)
         if self.retry is not None and not isinstance(self.retry, RetryPolicy):
             raise ValueError(f"retry must be a RetryPolicy or None, got {self.retry!r}")
         size = self.max_message_size

@@ -17,7 +17,9 @@ __all__ = ["make_device_info"]
 _Builder = Callable[[int, int, int, str, str, str, str], CudaDeviceInfo]
 
 
-def _slow(index: int, total: int, used: int, util: str, driver: str, cuda: str, name: str) -> CudaDeviceInfo:
+def _slow(
+    index: int, total: int, used: int, util: str, driver: str, cuda: str, name: str
+) -> CudaDeviceInfo:
     return CudaDeviceInfo(
         index=index,
         memory_total=total,
@@ -32,7 +34,9 @@ def _slow(index: int, total: int, used: int, util: str, driver: str, cuda: str, 
 _new = object.__new__
 
 
-def _fast(index: int, total: int, used: int, util: str, driver: str, cuda: str, name: str) -> CudaDeviceInfo:
+def _fast(
+    index: int, total: int, used: int, util: str, driver: str, cuda: str, name: str
+) -> CudaDeviceInfo:
     message: CudaDeviceInfo = _new(CudaDeviceInfo)
     message.__dict__.update(
         _serialized_on_wire=True,

@@ -117,11 +117,14 @@ def read_gpu_uuids(driver: CudaDriver | None = None) -> list[str]:
 def cuda_gpu_uuids(
     device_order: str | None,
     *,
+    visible_devices: str | None = None,
     command: Sequence[str] | None = None,
     timeout: float = 60.0,
 ) -> list[str]:
     """Every GPU's bare UUID in CUDA's order under ``device_order``, read in a child process.
 
+    ``visible_devices`` sets the child's CUDA_VISIBLE_DEVICES (default: unset, every GPU), which
+    makes the answer CUDA's own reading of that value (the GPU tests compare ours with it).
     ``command`` replaces the child's command line (tests). Raises LibcudaUnavailable, never
     anything else.
     """
@@ -129,6 +132,8 @@ def cuda_gpu_uuids(
     env.pop("CUDA_DEVICE_ORDER", None)
     if device_order is not None:
         env["CUDA_DEVICE_ORDER"] = device_order
+    if visible_devices is not None:
+        env["CUDA_VISIBLE_DEVICES"] = visible_devices
     argv = list(command) if command is not None else [sys.executable, "-I", "-S", __file__]
     try:
         done = subprocess.run(

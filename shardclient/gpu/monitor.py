@@ -131,7 +131,9 @@ class GpuMonitor:
             else visible_devices
         )
         self._order_value = (
-            os.environ.get("CUDA_DEVICE_ORDER") if device_order is FROM_ENVIRONMENT else device_order
+            os.environ.get("CUDA_DEVICE_ORDER")
+            if device_order is FROM_ENVIRONMENT
+            else device_order
         )
         self._backend: NvmlBackend = backend if backend is not None else PynvmlBackend()
         self._cuda_order: CudaOrder = cuda_order if cuda_order is not None else cuda_gpu_uuids
@@ -213,9 +215,7 @@ class GpuMonitor:
 
     def _not_visible(self, index: int, visible: _Visible) -> str:
         count = len(visible.targets)
-        setting = (
-            "unset" if self._visible_value is None else f"{self._visible_value!r}"
-        )
+        setting = "unset" if self._visible_value is None else f"{self._visible_value!r}"
         message = (
             f"CUDA device {index} is not visible: {count} CUDA device"
             f"{'' if count == 1 else 's'} visible (CUDA_VISIBLE_DEVICES {setting})"

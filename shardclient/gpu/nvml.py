@@ -184,9 +184,7 @@ class PynvmlBackend:
     def memory_v2(self, device: DeviceHandle) -> MemoryInfo:
         version = getattr(self._m, "nvmlMemory_v2", None)
         if version is None:
-            raise NvmlError(
-                NvmlCode.FUNCTION_NOT_FOUND, "this nvidia-ml-py has no v2 memory query"
-            )
+            raise NvmlError(NvmlCode.FUNCTION_NOT_FOUND, "this nvidia-ml-py has no v2 memory query")
         try:
             info = self._m.nvmlDeviceGetMemoryInfo(device, version=version)
         except TypeError:  # an nvidia-ml-py without the version argument
