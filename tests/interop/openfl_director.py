@@ -1,0 +1,316 @@
+"""Running the real OpenFL 1.6 director for the interop tests.
+
+OpenFL pins its own grpcio/protobuf, so it lives in a virtual environment of its own,
+created once under ``<repo>/.interop/venv`` and reused while its ready-marker matches
+the pinned requirements. Installing it may fail as RegistryUnreachable (the only
+failure the fixtures turn into a skip) when pip could not reach the package registry.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CACHE_DIR = REPO_ROOT / ".interop"
+VENV_DIR = CACHE_DIR / "venv"
+READY_MARKER = ".shardclient-interop-ready"
+SUBMIT_SCRIPT = Path(__file__).resolve().with_name("submit_experiment.py")
+
+# numpy 2.1 removed np.reshape(newshape=...), which the 1.6 director's SetNewExperiment uses.
+OPENFL_REQUIREMENTS = ("openfl==1.6", "numpy<2.1")
+PIP_INSTALL_TIMEOUT_S = 480.0  # under the tests' 600 s pytest timeout
+DIRECTOR_START_TIMEOUT_S = 60.0
+DIRECTOR_STOP_TIMEOUT_S = 15.0
+SUBMIT_TIMEOUT_S = 120.0
+
+HOST = "127.0.0.1"
+# The director compares shapes as lists of strings: quoted in its config.
+SAMPLE_SHAPE = ("28", "28")
+TARGET_SHAPE = ("1",)
+HEALTH_CHECK_PERIOD_S = 5
+TLS_ENVOY_NAME = "envoy-tls"
+
+# What pip prints when it could not talk to the registry at all (urllib3 / socket errors).
+_NETWORK_FAILURE = re.compile(
+    r"NewConnectionError|Failed to establish a new connection|ConnectTimeoutError"
+    r"|ReadTimeoutError|Max retries exceeded|connection broken by|ProxyError"
+    r"|Temporary failure in name resolution|Name or service not known"
+    r"|Network is unreachable|No route to host"
+)
+
+
+class RegistryUnreachable(Exception):
+    """pip could not reach the package registry (the only reason to skip)."""
+
+
+@dataclass(frozen=True)
+class OpenflVenv:
+    """The virtual environment holding openfl 1.6."""
+
+    root: Path
+    python: Path
+    fx: Path
+
+
+@dataclass(frozen=True)
+class EnvoyCerts:
+    """Client-side TLS files for a TLS director: CA, and the envoy's key and certificate."""
+
+    root_certificate: Path
+    private_key: Path
+    certificate: Path
+    common_name: str
+
+
+@dataclass(frozen=True)
+class RunningDirector:
+    """A running ``fx director start``; ``certs`` is None when it runs without TLS."""
+
+    host: str
+    port: int
+    python: Path
+    workdir: Path
+    log: Path
+    certs: EnvoyCerts | None
+    health_check_period: int = HEALTH_CHECK_PERIOD_S
+    sample_shape: tuple[str, ...] = SAMPLE_SHAPE
+    target_shape: tuple[str, ...] = TARGET_SHAPE
+
+    @property
+    def tls(self) -> bool:
+        return self.certs is not None
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else "(no log)"
+
+
+# --- the openfl venv -------------------------------------------------------------------
+
+
+def _installed_versions(python: Path) -> tuple[str, str] | None:
+    """(openfl, numpy) versions installed for ``python``; None when either is missing."""
+    probe = "import importlib.metadata as m; print(m.version('openfl')); print(m.version('numpy'))"
+    try:
+        result = subprocess.run(
+            [str(python), "-c", probe], capture_output=True, text=True, timeout=60
+        )
+    except OSError:
+        return None
+    lines = result.stdout.split()
+    if result.returncode != 0 or len(lines) != 2:
+        return None
+    return lines[0], lines[1]
+
+
+def _versions_fit(versions: tuple[str, str] | None) -> bool:
+    if versions is None:
+        return False
+    openfl_version, numpy_version = versions
+    numpy_minor = tuple(int(part) for part in re.findall(r"\d+", numpy_version)[:2])
+    return openfl_version == "1.6" and numpy_minor < (2, 1)
+
+
+def _marker_text() -> str:
+    return "\n".join((*OPENFL_REQUIREMENTS, sys.version.split()[0])) + "\n"
+
+
+def _venv_ready(venv: OpenflVenv) -> bool:
+    marker = venv.root / READY_MARKER
+    if not (marker.is_file() and venv.python.exists() and venv.fx.exists()):
+        return False
+    return marker.read_text() == _marker_text() and _versions_fit(_installed_versions(venv.python))
+
+
+def _install(venv: OpenflVenv, log: Path) -> None:
+    shutil.rmtree(venv.root, ignore_errors=True)
+    subprocess.run([sys.executable, "-m", "venv", str(venv.root)], check=True, timeout=300)
+    command = [
+        str(venv.python), "-m", "pip", "install", "--retries", "2", "--timeout", "60",
+        *OPENFL_REQUIREMENTS,
+    ]  # fmt: skip
+    try:
+        result = subprocess.run(
+            command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=PIP_INSTALL_TIMEOUT_S,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise RuntimeError(
+            f"pip install {' '.join(OPENFL_REQUIREMENTS)} ran over {PIP_INSTALL_TIMEOUT_S} s"
+        ) from exc
+    log.write_text(result.stdout)
+    if result.returncode != 0:
+        network = _NETWORK_FAILURE.search(result.stdout)
+        if network is not None:
+            raise RegistryUnreachable(
+                f"package registry unreachable while installing openfl 1.6 "
+                f"(pip: ...{network.group(0)}...; full output in {log})"
+            )
+        raise RuntimeError(
+            f"pip install {' '.join(OPENFL_REQUIREMENTS)} failed (exit {result.returncode}); "
+            f"output in {log}:\n{result.stdout[-4000:]}"
+        )
+    versions = _installed_versions(venv.python)
+    if not _versions_fit(versions):
+        raise RuntimeError(f"openfl venv holds (openfl, numpy) = {versions}, not what was asked")
+    (venv.root / READY_MARKER).write_text(_marker_text())
+
+
+def ensure_openfl_venv(root: Path = VENV_DIR) -> OpenflVenv:
+    """Return the openfl venv at ``root``, (re)creating it unless its ready-marker fits."""
+    venv = OpenflVenv(root=root, python=root / "bin" / "python", fx=root / "bin" / "fx")
+    root.parent.mkdir(parents=True, exist_ok=True)
+    # Several test runs may share one working tree: one installs, the others wait.
+    with open(root.parent / f"{root.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not _venv_ready(venv):
+            _install(venv, root.parent / f"{root.name}-pip.log")
+    return venv
+
+
+# --- the director process --------------------------------------------------------------
+
+
+def free_port(host: str = HOST) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _write_config(workdir: Path, port: int) -> Path:
+    config = workdir / "director_config.yaml"
+    config.write_text(
+        "settings:\n"
+        f"  listen_host: {HOST}\n"
+        f"  listen_port: {port}\n"
+        f"  sample_shape: [{', '.join(repr(d) for d in SAMPLE_SHAPE)}]\n"
+        f"  target_shape: [{', '.join(repr(d) for d in TARGET_SHAPE)}]\n"
+        f"  envoy_health_check_period: {HEALTH_CHECK_PERIOD_S}\n"
+        "  install_requirements: false\n"
+    )
+    return config
+
+
+def _wait_for_port(process: subprocess.Popen[bytes], port: int, log: Path) -> None:
+    """Return once something accepts on ``port``; fail with the log if the director exits."""
+    deadline = time.monotonic() + DIRECTOR_START_TIMEOUT_S
+    while True:
+        try:
+            with socket.create_connection((HOST, port), timeout=1.0):
+                return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                f"the director did not listen on {HOST}:{port} within "
+                f"{DIRECTOR_START_TIMEOUT_S} s; its log:\n{log.read_text(errors='replace')}"
+            )
+        try:
+            # Doubles as the pause between two connection attempts.
+            code = process.wait(timeout=0.1)
+        except subprocess.TimeoutExpired:
+            continue
+        raise RuntimeError(
+            f"the director exited with {code} before listening; its log:\n"
+            f"{log.read_text(errors='replace')}"
+        )
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """Terminate the director's process group and reap it, whatever state it is in."""
+    if process.poll() is None:
+        try:
+            os.killpg(process.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            process.wait(timeout=DIRECTOR_STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    process.wait()
+
+
+def run_director(
+    venv: OpenflVenv, workdir: Path, certs: EnvoyCerts | None = None, *,
+    server_key: Path | None = None, server_cert: Path | None = None,
+) -> Iterator[RunningDirector]:  # fmt: skip
+    """Start ``fx director start`` in ``workdir``, yield it once it listens, then stop it."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    config = _write_config(workdir, port)
+    command = [str(venv.fx), "director", "start", "-c", config.name]
+    if certs is None:
+        command.insert(3, "--disable-tls")
+    else:
+        assert server_key is not None and server_cert is not None
+        command += [
+            "-rc", str(certs.root_certificate), "-pk", str(server_key), "-oc", str(server_cert),
+        ]  # fmt: skip
+    log = workdir / "director.log"
+    env = dict(os.environ, PYTHONUNBUFFERED="1", COLUMNS="200")
+    with open(log, "wb") as log_file:
+        # The director refuses a config path outside its working directory: run it there.
+        process = subprocess.Popen(
+            command,
+            cwd=workdir,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+        try:
+            _wait_for_port(process, port, log)
+            yield RunningDirector(
+                host=HOST, port=port, python=venv.python, workdir=workdir, log=log, certs=certs
+            )
+        finally:
+            _stop(process)
+
+
+def submit_experiment(
+    director: RunningDirector, *, name: str, collaborators: list[str], archive: Path
+) -> None:
+    """Submit an experiment through openfl's own frontend (DirectorClient), in its venv.
+
+    With TLS the frontend presents the envoy's client certificate: the director accepts
+    SetNewExperiment from any certificate its CA signed (the CN becomes the owner).
+    """
+    command = [
+        str(director.python), str(SUBMIT_SCRIPT), "--host", director.host,
+        "--port", str(director.port), "--name", name, "--archive", str(archive),
+    ]  # fmt: skip
+    for collaborator in collaborators:
+        command += ["--collaborator", collaborator]
+    if director.certs is not None:
+        command += [
+            "--root-certificate", str(director.certs.root_certificate),
+            "--private-key", str(director.certs.private_key),
+            "--certificate", str(director.certs.certificate),
+        ]  # fmt: skip
+    result = subprocess.run(
+        command, capture_output=True, text=True, timeout=SUBMIT_TIMEOUT_S, cwd=director.workdir
+    )
+    if result.returncode != 0:
+        raise AssertionError(
+            f"submitting {name!r} through openfl's DirectorClient failed "
+            f"(exit {result.returncode}):\n{result.stdout}\n{result.stderr[-4000:]}\n"
+            f"director log:\n{director.log_text()[-4000:]}"
+        )
