@@ -6,6 +6,7 @@ exceptions to shardclient's. The sync ShardDirectorClient only forwards to this 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
@@ -21,13 +22,19 @@ from grpclib.config import Configuration
 from grpclib.const import Cardinality
 
 from shardclient.descriptor import ShardDescriptor, shard_info_from_descriptor
+from shardclient.diagnose import connection_broken, unparseable_reply
 from shardclient.download import (
     DownloadedExperiment,
     ProgressCallback,
     archive_filename,
     save_archive,
 )
-from shardclient.errors import ClientClosedError, ShardClientError, translate_error
+from shardclient.errors import (
+    ClientClosedError,
+    DirectorProtocolError,
+    ShardClientError,
+    translate_error,
+)
 from shardclient.messages import (
     CudaDeviceInfo,
     DirectorStub,
@@ -236,6 +243,15 @@ class AsyncShardDirectorClient:
     def _translate(self, exc: Exception, what: str, *, shard_rpc: bool = False) -> Exception:
         if self._closed:
             return ClientClosedError(f"{what}: client for {self.address} was closed")
+        if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
+            garbage = unparseable_reply(self._channel)
+            if garbage is not None or connection_broken(self._channel):
+                tls_hint = "" if self._ssl else ", or does it expect TLS"
+                cause = garbage or "closed the connection before answering"
+                return DirectorProtocolError(
+                    f"{what}: {self.address} {cause} (is it a gRPC director{tls_hint}?)",
+                    address=self.address,
+                )
         mapped = translate_error(
             exc,
             what=what,
@@ -390,18 +406,21 @@ class AsyncShardDirectorClient:
         async def open_stream() -> tuple[AsyncExitStack, DataStream, ExperimentData | None]:
             stack = AsyncExitStack()
             try:
-                stream = await stack.enter_async_context(
-                    self._open_channel().request(
-                        _GET_EXPERIMENT_DATA,
-                        Cardinality.UNARY_STREAM,
-                        GetExperimentDataRequest,
-                        ExperimentData,
+                with anyio.fail_after(timeout):
+                    stream = await stack.enter_async_context(
+                        self._open_channel().request(
+                            _GET_EXPERIMENT_DATA,
+                            Cardinality.UNARY_STREAM,
+                            GetExperimentDataRequest,
+                            ExperimentData,
+                        )
                     )
-                )
-                await stream.send_message(request, end=True)
+                    await stream.send_message(request, end=True)
                 first = await next_chunk(stream)
             except BaseException as exc:
-                await stack.aclose()
+                # not aclose(): grpclib's Stream.__aexit__ must see the error, or it waits
+                # for the response it was abandoning
+                await stack.__aexit__(type(exc), exc, exc.__traceback__)
                 if isinstance(exc, Exception) and not isinstance(exc, ShardClientError):
                     raise self._translate(exc, what) from exc
                 raise

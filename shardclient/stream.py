@@ -20,7 +20,7 @@ from grpclib.const import Status
 from shardclient.errors import DirectorProtocolError, DirectorRPCError
 from shardclient.messages import ExperimentData, GetExperimentDataRequest
 
-__all__ = ["DataStream", "recv_chunk", "FAST_PATH_VERIFIED"]
+__all__ = ["DataStream", "recv_chunk", "FAST_PATH_VERIFIED", "use_fast_path"]
 
 logger = logging.getLogger("shardclient.stream")
 
@@ -30,6 +30,10 @@ VERIFIED_GRPCLIB: Final = frozenset({"0.4.9"})
 """grpclib versions whose client Stream internals recv_chunk's fast path was tested on."""
 
 FAST_PATH_VERIFIED: Final = version("grpclib") in VERIFIED_GRPCLIB
+
+use_fast_path = FAST_PATH_VERIFIED
+"""Whether recv_chunk reads the length prefix itself; set False to force the public path."""
+
 _warned = False
 
 
@@ -43,10 +47,10 @@ def _too_large(length: int, limit: int, address: str) -> DirectorRPCError:
 
 
 async def recv_chunk(
-    stream: DataStream, *, max_message_size: int, address: str, fast: bool = FAST_PATH_VERIFIED
+    stream: DataStream, *, max_message_size: int, address: str
 ) -> ExperimentData | None:
     """The next chunk, or None at the end of the stream (trailers not yet checked)."""
-    if not fast:
+    if not use_fast_path:
         return await _recv_public(stream, max_message_size=max_message_size, address=address)
     if not stream._recv_initial_metadata_done:
         await stream.recv_initial_metadata()

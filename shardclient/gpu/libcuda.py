@@ -31,6 +31,7 @@ __all__ = [
 
 CUDA_SUCCESS = 0
 CUDA_ERROR_NO_DEVICE = 100
+CUDA_ERROR_INVALID_DEVICE = 101  # cuInit's answer to a CUDA_VISIBLE_DEVICES it rejects ("0,0")
 
 
 class LibcudaUnavailable(Exception):
@@ -95,7 +96,7 @@ def read_gpu_uuids(driver: CudaDriver | None = None) -> list[str]:
     """Every device's UUID in this process's CUDA order (no device: []); raises LibcudaUnavailable."""
     drv = driver if driver is not None else _CtypesDriver()
     result = drv.init()
-    if result == CUDA_ERROR_NO_DEVICE:
+    if result in (CUDA_ERROR_NO_DEVICE, CUDA_ERROR_INVALID_DEVICE):
         return []
     if result != CUDA_SUCCESS:
         raise LibcudaUnavailable(f"cuInit failed with CUresult {result}")

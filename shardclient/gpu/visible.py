@@ -1,22 +1,22 @@
 """CUDA_VISIBLE_DEVICES, parsed and resolved to physical devices as CUDA does it: pure functions.
 
-The rules (CUDA programming guide, "CUDA Environment Variables", plus CUDA's observed behaviour):
+The rules: the CUDA programming guide ("CUDA Environment Variables"), and where it is silent, what
+libcuda (driver 580.159.04, CUDA 13.0, one H200) did with each value in tests/test_gpu_real.py:
 
 - Unset: every GPU is visible, in CUDA's enumeration order. Empty: no GPU is visible.
 - Otherwise a comma-separated list; CUDA index i is the i-th entry that survives. An entry is
-  * an integer: a GPU's position in CUDA's enumeration order. Parsed like C's ``strtoul``: leading
-    whitespace and a ``+`` are accepted and anything after the digits is ignored (``1gpu`` is 1);
-  * ``GPU-<uuid>``: a GPU by UUID, in full or by any prefix that names exactly one GPU;
-  * ``MIG-<uuid>``: a MIG device by its UUID (full or a unique prefix);
-  * ``MIG-GPU-<uuid>/<gpu instance>/<compute instance>``: a MIG device by its parent and ids.
-- Parsing stops at the first invalid entry (``-1``, text, an unknown or ambiguous UUID, an index
-  past the last GPU): the entries before it stay visible, the ones after it are ignored.
-- Two entries naming the same device (``0,0``, or ``0`` and that GPU's UUID) make the whole value
-  invalid: no GPU is visible. Entries are resolved in order, so a duplicate after an entry that
-  ended the list does not count.
-
-Assumptions where the documentation is silent: whitespace around any entry is ignored; integer
-and UUID entries may be mixed; UUIDs compare case-sensitively, as nvidia-smi prints them.
+  * ``GPU-<uuid>``: a GPU by UUID, in full or by any non-empty prefix naming exactly one GPU; the
+    hex digits compare case-insensitively, ``GPU-`` itself must be upper case;
+  * ``MIG-<uuid>``: a MIG device by its UUID, likewise;
+  * ``MIG-GPU-<uuid>/<gpu instance>/<compute instance>``: a MIG device by its parent and ids;
+  * anything else is an integer, a GPU's position in CUDA's enumeration order, read like C's
+    ``strtoul``: leading whitespace and a ``+`` are skipped and anything after the digits is
+    ignored (``' 0'``, ``'+0'``, ``'0abc'`` are 0). So ``' GPU-...'`` (a leading space) is invalid.
+- Parsing stops at the first invalid entry (``-1``, other text, an empty entry, an unknown or
+  ambiguous UUID, an index past the last GPU): the entries before it stay visible, the rest not.
+- The same integer twice (``0,0``, ``00,0``) makes the whole value invalid: no GPU is visible.
+  A GPU named again in another form (``0,GPU-<its uuid>``) stays visible once; the repeat ends
+  the list (with one GPU we could not tell ending from skipping; ending is the cautious reading).
 """
 
 from __future__ import annotations
@@ -41,8 +41,7 @@ __all__ = [
     "bare_uuid",
 ]
 
-_WHITESPACE = " \t\n\v\f\r"
-_LEADING_INT = re.compile(r"\+?([0-9]+)")
+_LEADING_INT = re.compile(r"[ \t\n\v\f\r]*\+?([0-9]+)")
 _MIG_TRIPLE = re.compile(r"MIG-(GPU-[^/]*)/([0-9]+)/([0-9]+)")
 
 
@@ -111,14 +110,14 @@ class VisibleSpec:
 
 def _parse_entry(text: str) -> Entry | None:
     if text.startswith("GPU-"):
-        return GpuUuid(text)
+        return GpuUuid(text) if len(text) > 4 else None
     if text.startswith("MIG-GPU-"):
         m = _MIG_TRIPLE.fullmatch(text)
-        if m is None:
+        if m is None or len(m.group(1)) <= 4:
             return None
         return MigTriple(m.group(1), int(m.group(2)), int(m.group(3)), text)
     if text.startswith("MIG-"):
-        return MigUuid(text)
+        return MigUuid(text) if len(text) > 4 else None
     m = _LEADING_INT.match(text)
     if m is None:
         return None
@@ -136,8 +135,7 @@ def parse_visible_devices(value: str | None) -> VisibleSpec:
     if value == "":
         return VisibleSpec(value, (), "it is empty, which makes no device visible")
     entries: list[Entry] = []
-    for raw_entry in value.split(","):
-        text = raw_entry.strip(_WHITESPACE)
+    for text in value.split(","):
         entry = _parse_entry(text)
         if entry is None:
             return VisibleSpec(
@@ -185,6 +183,15 @@ class Resolution:
     note: str | None = None
 
 
+def _prefix_of(prefix: str, uuid: str | None) -> bool:
+    """Whether ``prefix`` starts ``uuid``: the type prefix exactly, the hex digits in any case."""
+    return (
+        uuid is not None
+        and uuid[:4] == prefix[:4]
+        and uuid[4:].lower().startswith(prefix[4:].lower())
+    )
+
+
 def _unique(entry_text: str, matches: list[int], names: Sequence[str | None]) -> int | str:
     """The one match's position, or the reason there is not exactly one."""
     if len(matches) == 1:
@@ -203,16 +210,14 @@ def _resolve_entry(
             return DeviceRef(entry.value)
         return f"entry {entry.text!r} is past the last GPU ({len(gpu_uuids)} present)"
     if isinstance(entry, GpuUuid):
-        hits = [i for i, u in enumerate(gpu_uuids) if u is not None and u.startswith(entry.prefix)]
+        hits = [i for i, u in enumerate(gpu_uuids) if _prefix_of(entry.prefix, u)]
         found = _unique(entry.text, hits, gpu_uuids)
         return DeviceRef(found) if isinstance(found, int) else found
     mig_uuids = [m.uuid for m in migs]
     if isinstance(entry, MigUuid):
-        hits = [i for i, u in enumerate(mig_uuids) if u is not None and u.startswith(entry.prefix)]
+        hits = [i for i, u in enumerate(mig_uuids) if _prefix_of(entry.prefix, u)]
     else:
-        parents = [
-            i for i, u in enumerate(gpu_uuids) if u is not None and u.startswith(entry.gpu_prefix)
-        ]
+        parents = [i for i, u in enumerate(gpu_uuids) if _prefix_of(entry.gpu_prefix, u)]
         if len(parents) != 1:
             reason = _unique(entry.text, parents, gpu_uuids)
             assert isinstance(reason, str)
@@ -242,17 +247,26 @@ def resolve_visible(
     if spec.entries is None:
         return Resolution(tuple(DeviceRef(i) for i in range(len(gpu_uuids))))
     refs: list[DeviceRef] = []
+    ordinals: set[int] = set()
     note = spec.note
     for entry in spec.entries:
+        if isinstance(entry, Ordinal):
+            if entry.value in ordinals:
+                return Resolution(
+                    (),
+                    f"entry {entry.text!r} repeats an index, which makes the whole value invalid"
+                    " (no device visible)",
+                )
+            ordinals.add(entry.value)
         found = _resolve_entry(entry, gpu_uuids, migs)
         if isinstance(found, str):
             note = f"{found}, so it and the entries after it are ignored"
             break
         if found in refs:
-            return Resolution(
-                (),
-                f"entry {entry.text!r} names a device an earlier entry names, which makes the"
-                " whole value invalid (no device visible)",
+            note = (
+                f"entry {entry.text!r} names a device an earlier entry names, so it and the"
+                " entries after it are ignored"
             )
+            break
         refs.append(found)
     return Resolution(tuple(refs), note)
