@@ -1,9 +1,10 @@
 """Build CudaDeviceInfo messages cheaply: betterproto's constructor costs more than NVML's reads.
 
-betterproto 2.0.0b7 routes each field of ``__init__`` through its ``__setattr__``/``__getattribute__``
-(about 90 microseconds a message on a slow core). A message whose fields are all set is just its
-field values plus three bookkeeping attributes, so we fill ``__dict__`` directly. The shortcut is
-checked against the real constructor once, on first use, and abandoned if the two ever differ.
+betterproto 2.0.0b7 routes each field of ``__init__`` through its ``__setattr__`` and
+``__getattribute__`` (about 90 microseconds a message on a slow core). A message whose fields are
+all set is just its field values plus three bookkeeping attributes, so we fill ``__dict__``
+directly. The shortcut is checked against the real constructor once, on first use, and abandoned
+if the two ever differ.
 """
 
 from __future__ import annotations

@@ -93,7 +93,7 @@ def format_uuid(raw: bytes) -> str:
 
 
 def read_gpu_uuids(driver: CudaDriver | None = None) -> list[str]:
-    """Every device's UUID in this process's CUDA order (no device: []); raises LibcudaUnavailable."""
+    """Every device's UUID in this process's CUDA order ([] if none); raises LibcudaUnavailable."""
     drv = driver if driver is not None else _CtypesDriver()
     result = drv.init()
     if result in (CUDA_ERROR_NO_DEVICE, CUDA_ERROR_INVALID_DEVICE):

@@ -106,7 +106,7 @@ class PynvmlBackend:
     """
 
     def __init__(self, module: Any = None) -> None:
-        """``module``: a pynvml-compatible module (tests pass stand-ins); default ``import pynvml``."""
+        """``module``: a pynvml-like module (tests pass stand-ins); by default ``import pynvml``."""
         self._m: Any = module
         self._error: type[BaseException] = Exception
 
@@ -237,7 +237,7 @@ class PynvmlBackend:
 
 
 def _text_or_bytes(value: object) -> str | bytes:
-    """Narrow a pynvml string result (bytes beneath the wrapper, str from old or stand-in modules)."""
+    """Narrow a pynvml string: bytes beneath the wrapper, str from old or stand-in modules."""
     if isinstance(value, (str, bytes)):
         return value
     return str(value)

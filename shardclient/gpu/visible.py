@@ -14,9 +14,12 @@ libcuda (driver 580.159.04, CUDA 13.0, one H200) did with each value in tests/te
     ignored (``' 0'``, ``'+0'``, ``'0abc'`` are 0). So ``' GPU-...'`` (a leading space) is invalid.
 - Parsing stops at the first invalid entry (``-1``, other text, an empty entry, an unknown or
   ambiguous UUID, an index past the last GPU): the entries before it stay visible, the rest not.
-- The same integer twice (``0,0``, ``00,0``) makes the whole value invalid: no GPU is visible.
-  A GPU named again in another form (``0,GPU-<its uuid>``) stays visible once; the repeat ends
-  the list (with one GPU we could not tell ending from skipping; ending is the cautious reading).
+- A device named twice in the same form makes the whole value invalid, no GPU visible: the same
+  integer (``0,0``, ``00,0``), or two UUID entries for one device (``GPU-ab12,GPU-ab12cd``). A GPU
+  named again in the other form (``0,GPU-<its uuid>``) stays visible once and the repeat ends the
+  list (with one GPU we could not tell ending from skipping; ending is the cautious reading).
+  Repeats after the entry that ended the list do not count (``0,abc,0`` is ``0``).
+- Trailing whitespace after a UUID is ignored (``'GPU-ab12 '``).
 """
 
 from __future__ import annotations
@@ -41,7 +44,8 @@ __all__ = [
     "bare_uuid",
 ]
 
-_LEADING_INT = re.compile(r"[ \t\n\v\f\r]*\+?([0-9]+)")
+_WHITESPACE = " \t\n\v\f\r"
+_LEADING_INT = re.compile(f"[{_WHITESPACE}]*\\+?([0-9]+)")
 _MIG_TRIPLE = re.compile(r"MIG-(GPU-[^/]*)/([0-9]+)/([0-9]+)")
 
 
@@ -66,7 +70,7 @@ class GpuUuid:
 
 @dataclass(frozen=True)
 class MigUuid:
-    """A ``MIG-<uuid>`` entry: a MIG device whose UUID starts with ``prefix`` (``MIG-`` included)."""
+    """A ``MIG-<uuid>`` entry: a MIG device whose UUID starts with ``prefix`` (``MIG-`` too)."""
 
     prefix: str
 
@@ -108,7 +112,11 @@ class VisibleSpec:
         return self.entries is None or any(isinstance(e, Ordinal) for e in self.entries)
 
 
-def _parse_entry(text: str) -> Entry | None:
+def _parse_entry(raw: str) -> Entry | None:
+    if not raw.startswith(("GPU-", "MIG-")):
+        m = _LEADING_INT.match(raw)
+        return None if m is None else Ordinal(int(m.group(1)), raw)
+    text = raw.rstrip(_WHITESPACE)
     if text.startswith("GPU-"):
         return GpuUuid(text) if len(text) > 4 else None
     if text.startswith("MIG-GPU-"):
@@ -116,12 +124,7 @@ def _parse_entry(text: str) -> Entry | None:
         if m is None or len(m.group(1)) <= 4:
             return None
         return MigTriple(m.group(1), int(m.group(2)), int(m.group(3)), text)
-    if text.startswith("MIG-"):
-        return MigUuid(text) if len(text) > 4 else None
-    m = _LEADING_INT.match(text)
-    if m is None:
-        return None
-    return Ordinal(int(m.group(1)), text)
+    return MigUuid(text) if len(text) > 4 else None
 
 
 def parse_visible_devices(value: str | None) -> VisibleSpec:
@@ -247,26 +250,25 @@ def resolve_visible(
     if spec.entries is None:
         return Resolution(tuple(DeviceRef(i) for i in range(len(gpu_uuids))))
     refs: list[DeviceRef] = []
-    ordinals: set[int] = set()
+    named_by_index: list[bool] = []
     note = spec.note
     for entry in spec.entries:
-        if isinstance(entry, Ordinal):
-            if entry.value in ordinals:
-                return Resolution(
-                    (),
-                    f"entry {entry.text!r} repeats an index, which makes the whole value invalid"
-                    " (no device visible)",
-                )
-            ordinals.add(entry.value)
         found = _resolve_entry(entry, gpu_uuids, migs)
         if isinstance(found, str):
             note = f"{found}, so it and the entries after it are ignored"
             break
         if found in refs:
+            if named_by_index[refs.index(found)] == isinstance(entry, Ordinal):
+                return Resolution(
+                    (),
+                    f"entry {entry.text!r} names a device an earlier entry names in the same form,"
+                    " which makes the whole value invalid (no device visible)",
+                )
             note = (
                 f"entry {entry.text!r} names a device an earlier entry names, so it and the"
                 " entries after it are ignored"
             )
             break
         refs.append(found)
+        named_by_index.append(isinstance(entry, Ordinal))
     return Resolution(tuple(refs), note)
