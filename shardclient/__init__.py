@@ -25,6 +25,7 @@ from shardclient.errors import (
     TLSConfigurationError,
     TLSHandshakeError,
 )
+from shardclient.gpu import GpuMonitor
 from shardclient.messages import CudaDeviceInfo, ExperimentData, ShardInfo
 from shardclient.retry import RetryPolicy
 
@@ -32,6 +33,7 @@ __all__ = [
     "AsyncShardDirectorClient",
     "ShardDirectorClient",
     "RetryPolicy",
+    "GpuMonitor",
     "DownloadedExperiment",
     "archive_filename",
     "ShardDescriptor",

@@ -35,6 +35,7 @@ from shardclient.errors import (
     ShardClientError,
     translate_error,
 )
+from shardclient.h2tuning import open_channel
 from shardclient.messages import (
     CudaDeviceInfo,
     DirectorStub,
@@ -182,6 +183,7 @@ class AsyncShardDirectorClient:
         self._channel: Channel | None = None
         self._stub: DirectorStub | None = None
         self._closed = False
+        self._answered = False  # whether any call ever got an answer
 
     @property
     def address(self) -> str:
@@ -205,7 +207,7 @@ class AsyncShardDirectorClient:
                 _http2_max_pings_without_data=0,
                 _http2_min_sent_ping_interval_without_data=keepalive or 300,
             )
-            self._channel = Channel(
+            self._channel = open_channel(
                 self.director_host, self.director_port, ssl=self._ssl, config=config
             )
         return self._channel
@@ -257,7 +259,8 @@ class AsyncShardDirectorClient:
             what=what,
             address=self.address,
             shard_name=self.shard_name if shard_rpc else None,
-            tls=self._ssl is not None,
+            # a hint about TLS set-up only helps while nothing ever got through
+            tls=None if self._answered else self._ssl is not None,
         )
         return mapped if mapped is not None else exc
 
@@ -271,7 +274,9 @@ class AsyncShardDirectorClient:
         async def attempt() -> T:
             stub = self.stub
             try:
-                return await call(stub)
+                result = await call(stub)
+                self._answered = True
+                return result
             except ShardClientError:
                 raise
             except Exception as exc:
@@ -316,7 +321,9 @@ class AsyncShardDirectorClient:
             stub = self.stub
             started = time.monotonic()
             try:
-                return await stub.wait_experiment(request)
+                answer = await stub.wait_experiment(request)
+                self._answered = True
+                return answer
             except Exception as exc:
                 mapped = self._translate(exc, what)
                 waited = time.monotonic() - started
@@ -417,6 +424,7 @@ class AsyncShardDirectorClient:
                     )
                     await stream.send_message(request, end=True)
                 first = await next_chunk(stream)
+                self._answered = True
             except BaseException as exc:
                 # not aclose(): grpclib's Stream.__aexit__ must see the error, or it waits
                 # for the response it was abandoning

@@ -12,7 +12,7 @@ import asyncio
 import os
 import socket
 import ssl
-import threading
+import weakref
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -23,6 +23,7 @@ from types import TracebackType
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
+from grpclib.protocol import H2Protocol
 from grpclib.server import Server
 
 from shardclient.messages import (
@@ -164,6 +165,29 @@ def _shape(name: str, shape: Sequence[str | int]) -> list[str]:
     return [str(dim) for dim in shape]
 
 
+class _RestartableServer(Server):
+    """A grpclib Server whose stop also drops open connections, as a process exit would.
+
+    grpclib's close() cancels running calls but leaves the TCP connections open, so a
+    client would keep talking to a server that no longer answers.
+    """
+
+    def __init__(self, handlers: list[DirectorBase]) -> None:
+        super().__init__(handlers)
+        self._protocols: weakref.WeakSet[H2Protocol] = weakref.WeakSet()
+
+    def _protocol_factory(self) -> H2Protocol:
+        protocol = super()._protocol_factory()
+        self._protocols.add(protocol)
+        return protocol
+
+    def drop_connections(self) -> None:
+        for protocol in list(self._protocols):
+            connection = getattr(protocol, "connection", None)
+            if connection is not None:
+                connection.close()
+
+
 class LocalDirector:
     """A director on 127.0.0.1 for tests and demos, served from a background thread
     (``with``) or the current loop (``async with``)."""
@@ -186,7 +210,7 @@ class LocalDirector:
         self.host = host
         self.port = port
         self._tls = tls
-        self._server: Server | None = None
+        self._server: _RestartableServer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._portal: BlockingPortal | None = None
         self._exit_stack = ExitStack()
@@ -224,16 +248,18 @@ class LocalDirector:
             raise
         self.port = sock.getsockname()[1]
         self._state.changed = None  # a Condition belongs to one loop
-        server = Server([_DirectorService(self._state)])
+        server = _RestartableServer([_DirectorService(self._state)])
         await server.start(sock=sock, ssl=self._tls)
         self._server = server
         self._loop = asyncio.get_running_loop()
 
     async def stop(self) -> None:
-        """Stop serving: close the socket and cancel the calls in progress."""
+        """Stop serving, as if the process exited: close the listening socket, cancel the
+        calls in progress and drop every open connection."""
         server, self._server = self._server, None
         if server is not None:
             server.close()
+            server.drop_connections()
             await server.wait_closed()
 
     async def __aenter__(self) -> LocalDirector:
