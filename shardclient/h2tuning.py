@@ -1,0 +1,104 @@
+"""Per-connection HTTP/2 tuning for the channels shardclient opens (nothing global).
+
+h2 (since 4.1) formats ``repr(frame)`` for a trace log on every frame it receives, even
+when nobody logs; hyperframe's DataFrame repr hexlifies the whole payload to keep 20
+characters. On a download that is a third of the client's CPU. ``open_channel`` gives our
+connections a frame buffer whose DATA frames have a constant-cost repr, and offers a
+larger SETTINGS_MAX_FRAME_SIZE so fewer frames cross Python. Other users of grpclib/h2 in
+the process are untouched. It relies on internals, so it is only used on the exact
+versions it was verified on; elsewhere the plain grpclib Channel is used and one warning
+says so.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl as _ssl
+from importlib.metadata import version
+from typing import Final
+
+from grpclib.client import Channel, Handler
+from grpclib.config import Configuration
+from grpclib.protocol import H2Protocol
+from h2.connection import H2Connection
+from h2.frame_buffer import FrameBuffer
+from h2.settings import SettingCodes
+from hyperframe.frame import DataFrame, Frame
+
+__all__ = ["TUNING_VERIFIED", "VERIFIED_VERSIONS", "open_channel", "use_tuning"]
+
+logger = logging.getLogger("shardclient.h2tuning")
+
+VERIFIED_VERSIONS: Final = {"grpclib": "0.4.9", "h2": "4.4.1", "hyperframe": "6.1.0"}
+"""The exact versions whose internals (H2Protocol.connection_made, H2Connection's
+incoming_buffer, hyperframe's Frame._body_repr) this module was tested against."""
+
+TUNING_VERIFIED: Final = all(version(name) == want for name, want in VERIFIED_VERSIONS.items())
+
+use_tuning = TUNING_VERIFIED
+"""Whether open_channel tunes its connections; set False to get grpclib's plain Channel."""
+
+max_frame_size: int | None = 1024 * 1024
+"""SETTINGS_MAX_FRAME_SIZE offered to the director (HTTP/2's default is 16 KiB)."""
+
+_warned = False
+
+
+def _elided_body() -> str:
+    return "data=<not shown>"
+
+
+class QuietFrameBuffer(FrameBuffer):
+    """h2's FrameBuffer, but DATA frames it yields format their repr in constant time."""
+
+    def __next__(self) -> Frame:
+        frame = super().__next__()
+        if type(frame) is DataFrame:
+            # repr() reads _body_repr through the instance: no payload hexlified, same type
+            # (h2 dispatches on frame.__class__), same fields.
+            frame._body_repr = _elided_body  # type: ignore[method-assign]
+        return frame
+
+
+def tune_connection(connection: H2Connection) -> None:
+    """Tune one fresh h2 connection: quiet DATA reprs, larger inbound frames.
+
+    Call before any byte was received on it (the frame buffer is replaced, not drained).
+    """
+    quiet = QuietFrameBuffer(server=False)
+    quiet.max_frame_size = connection.incoming_buffer.max_frame_size
+    connection.incoming_buffer = quiet
+    if max_frame_size is not None:
+        connection.update_settings({SettingCodes.MAX_FRAME_SIZE: max_frame_size})
+
+
+class _TunedProtocol(H2Protocol):
+    def connection_made(self, transport: object) -> None:  # type: ignore[override]
+        super().connection_made(transport)  # type: ignore[arg-type]
+        tune_connection(self.connection._connection)
+        self.connection.flush()
+
+
+class TunedChannel(Channel):
+    """A grpclib Channel whose connections get tune_connection()."""
+
+    def _protocol_factory(self) -> H2Protocol:
+        return _TunedProtocol(Handler(), self._config, self._h2_config)
+
+
+def open_channel(
+    host: str, port: int, *, ssl: _ssl.SSLContext | None, config: Configuration
+) -> Channel:
+    """A grpclib Channel to ``host:port``: tuned when ``use_tuning``, else the plain one."""
+    global _warned
+    if use_tuning:
+        return TunedChannel(host, port, ssl=ssl, config=config)
+    if not TUNING_VERIFIED and not _warned:
+        _warned = True
+        found = ", ".join(f"{name} {version(name)}" for name in VERIFIED_VERSIONS)
+        wanted = ", ".join(f"{name} {want}" for name, want in VERIFIED_VERSIONS.items())
+        logger.warning(
+            "HTTP/2 download tuning is off: verified on %s, found %s (downloads are slower)",
+            wanted, found,
+        )
+    return Channel(host, port, ssl=ssl, config=config)
