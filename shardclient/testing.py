@@ -232,6 +232,10 @@ class LocalDirector:
         """The SetExperimentFailed requests received, oldest first (a snapshot)."""
         return list(self._state.failures)
 
+    def forget_shards(self) -> None:
+        """Drop every registration, as a restarted director has none (callable any time)."""
+        self._state.shards.clear()
+
     # -- serving -----------------------------------------------------------------------
 
     async def start(self) -> None:
@@ -311,7 +315,7 @@ class LocalDirector:
     ) -> None:
         """Queue an experiment for ``collaborators``; callable from any thread."""
         payload = archive if isinstance(archive, bytes) else Path(archive)
-        if isinstance(payload, Path) and not payload.is_file():
+        if isinstance(payload, Path) and not payload.exists():
             raise FileNotFoundError(f"experiment archive not found: {payload}")
         experiment = _Experiment(name, payload, frozenset(collaborators))
         loop = self._loop

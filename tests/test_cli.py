@@ -1,0 +1,219 @@
+"""The shardclient command, driven as a subprocess against a LocalDirector on loopback."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from shardclient.testing import LocalDirector
+
+FIXTURES = Path(__file__).parent / "fixtures"
+COMMAND = [sys.executable, "-m", "shardclient"]
+LIMIT = 60  # seconds any one command may take
+
+
+@pytest.fixture
+def envoy_config(tmp_path: Path) -> Path:
+    """OpenFL's envoy config format; its descriptor returns int shapes 28x28 -> 1, and it
+    names no CUDA devices (this machine may have none)."""
+    folder = tmp_path / "config"
+    shutil.copytree(FIXTURES / "envoy_ints", folder)
+    config = folder / "envoy_config.yaml"
+    config.write_text(config.read_text().replace("cuda_devices: [0, 2]", "cuda_devices: []"))
+    return config
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    return tmp_path / "work"
+
+
+def _connection(director: LocalDirector, shard: str = "s1") -> list[str]:
+    return ["-n", shard, "-dh", director.host, "-dp", str(director.port), "--disable-tls"]
+
+
+def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*COMMAND, *args], capture_output=True, text=True, timeout=LIMIT,
+        env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL, check=False,
+    )
+
+
+def _one_error_line(stderr: str) -> str:
+    lines = [line for line in stderr.splitlines() if line.startswith("shardclient: error:")]
+    assert len(lines) == 1, stderr
+    assert "Traceback" not in stderr
+    return lines[0]
+
+
+def test_run_once_with_a_command_that_succeeds(
+    director: LocalDirector, envoy_config: Path, workdir: Path, tmp_path: Path
+) -> None:
+    director.submit_experiment("exp-ok", b"archive bytes", ["s1"])
+    seen = tmp_path / "seen.json"
+    script = (
+        "import json, os; json.dump({k: os.environ[k] for k in "
+        "('SHARDCLIENT_ARCHIVE', 'SHARDCLIENT_EXPERIMENT')}, open(os.environ['SEEN'], 'w'))"
+    )
+    done = _run(
+        "run", *_connection(director), "-ec", str(envoy_config), "--workdir", str(workdir),
+        "--once", "--exec", f"{sys.executable} -c \"{script}\"", env={"SEEN": str(seen)},
+    )
+    assert done.returncode == 0, done.stderr
+    archive = workdir / "exp-ok.zip"
+    assert archive.read_bytes() == b"archive bytes"
+    assert json.loads(seen.read_text()) == {
+        "SHARDCLIENT_ARCHIVE": str(archive), "SHARDCLIENT_EXPERIMENT": "exp-ok",
+    }
+    assert director.failures == []
+    assert director.shards["s1"].sample_shape == ["28", "28"]
+    assert director.statuses["s1"].is_experiment_running in (True, False)
+
+
+def test_run_once_reports_a_failing_command(
+    director: LocalDirector, envoy_config: Path, workdir: Path
+) -> None:
+    director.submit_experiment("exp-bad", b"x", ["s1"])
+    script = "import sys; sys.stderr.write('training blew up\\n'); sys.exit(3)"
+    done = _run(
+        "run", *_connection(director), "-ec", str(envoy_config), "--workdir", str(workdir),
+        "--once", "--exec", f"{sys.executable} -c \"{script}\"",
+    )
+    assert done.returncode == 5, done.stderr
+    assert "training blew up" in done.stderr  # relayed as it came
+    (failure,) = director.failures
+    assert failure.experiment_name == "exp-bad"
+    assert failure.error_code == 3
+    assert "training blew up" in failure.error_description
+
+
+def test_refused_registration_exits_2(envoy_config: Path, workdir: Path) -> None:
+    with LocalDirector(sample_shape=["32", "32"], target_shape=["1"]) as other:
+        done = _run("run", *_connection(other), "-ec", str(envoy_config),
+                    "--workdir", str(workdir), "--once")
+    assert done.returncode == 2
+    line = _one_error_line(done.stderr)
+    assert "refused" in line and "['28', '28']" in line and "['1']" in line
+
+
+def test_sigterm_during_download_removes_the_partial_file(
+    director: LocalDirector, envoy_config: Path, workdir: Path, tmp_path: Path
+) -> None:
+    fifo = tmp_path / "archive.fifo"
+    os.mkfifo(fifo)
+    workdir.mkdir()
+    envoy = subprocess.Popen(
+        [*COMMAND, "run", *_connection(director), "-ec", str(envoy_config),
+         "--workdir", str(workdir), "--once"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
+    )
+    writer = None
+    try:
+        director.submit_experiment("slow", fifo, ["s1"])
+        writer = fifo.open("wb")  # the director reads the archive as the envoy downloads it
+        writer.write(os.urandom(3 * 1024 * 1024))
+        writer.flush()
+        deadline = time.monotonic() + LIMIT
+        while not any(p.suffix == ".part" for p in workdir.iterdir()):
+            assert envoy.poll() is None, envoy.communicate()
+            assert time.monotonic() < deadline, "the download never started"
+            time.sleep(0.01)  # polling for a file to appear, not asserting on timing
+        envoy.send_signal(signal.SIGTERM)
+        _, stderr = envoy.communicate(timeout=LIMIT)
+    finally:
+        if writer is not None:
+            writer.close()
+        if envoy.poll() is None:
+            envoy.kill()
+    assert envoy.returncode == 143, stderr
+    assert "Traceback" not in stderr
+    assert list(workdir.iterdir()) == []
+
+
+def test_demo() -> None:
+    done = _run("demo")
+    assert done.returncode == 0, done.stderr
+    for step in ("1. registered", "2. health check", "3. experiment", "4. downloaded",
+                 "5. failure reported", "verified"):
+        assert step in done.stdout
+
+
+def test_gpus_without_nvml_or_with_it() -> None:
+    done = _run("gpus", "--json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    if not report["available"]:
+        assert report["devices"] == [] and report["reason"]
+        plain = _run("gpus")
+        assert plain.returncode == 0 and "NVML is unavailable" in plain.stdout
+    else:
+        assert all("name" in device for device in report["devices"])
+
+
+def test_one_shot_commands(director: LocalDirector, envoy_config: Path, workdir: Path) -> None:
+    connection = _connection(director)
+    registered = _run("register", *connection, "-ec", str(envoy_config), "--json")
+    assert registered.returncode == 0, registered.stderr
+    assert json.loads(registered.stdout) == {"accepted": True, "shard_name": "s1"}
+    health = _run("health", *connection, "-ec", str(envoy_config), "--json")
+    assert json.loads(health.stdout) == {"health_check_period": 7}
+    director.submit_experiment("one-shot", b"payload", ["s1"])
+    waited = _run("wait", *connection, "--json")
+    assert json.loads(waited.stdout) == {"experiment_name": "one-shot"}
+    fetched = _run("download", *connection, "one-shot", "--workdir", str(workdir), "--json")
+    result = json.loads(fetched.stdout)
+    assert Path(result["path"]).read_bytes() == b"payload" and result["size"] == 7
+
+
+def test_options_from_environment(director: LocalDirector, envoy_config: Path) -> None:
+    env = {
+        "SHARDCLIENT_SHARD_NAME": "env-shard", "SHARDCLIENT_DIRECTOR_HOST": director.host,
+        "SHARDCLIENT_DIRECTOR_PORT": str(director.port), "SHARDCLIENT_DISABLE_TLS": "1",
+        "SHARDCLIENT_ENVOY_CONFIG_PATH": str(envoy_config),
+    }
+    done = _run("register", env=env)
+    assert done.returncode == 0, done.stderr
+    assert "env-shard" in director.shards
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["--bogus"], 2, "No such option"),
+        (["run", "-n", "s", "-dh", "h"], 2, "Missing option"),
+        (["register", "-n", "s", "-dh", "127.0.0.1", "-dp", "1", "--disable-tls",
+          "-ec", "/nonexistent/envoy.yaml"], 3, "/nonexistent/envoy.yaml"),
+        (["register", "-n", "s", "-dh", "127.0.0.1", "-dp", "1",
+          "-rc", "/nonexistent/root.crt", "-pk", "k", "-oc", "c"], 3, "/nonexistent/root.crt"),
+    ],
+)
+def test_user_errors_end_in_one_line(
+    args: list[str], code: int, message: str, envoy_config: Path
+) -> None:
+    if "register" in args and "-ec" not in args:
+        args = [*args, "-ec", str(envoy_config)]
+    done = _run(*args)
+    assert done.returncode == code
+    assert message in _one_error_line(done.stderr)
+
+
+def test_unreachable_director_exits_4(envoy_config: Path, free_port: int) -> None:
+    done = _run("register", "-n", "s", "-dh", "127.0.0.1", "-dp", str(free_port),
+                "--disable-tls", "--retry-attempts", "1", "-ec", str(envoy_config))
+    assert done.returncode == 4
+    assert f"127.0.0.1:{free_port}" in _one_error_line(done.stderr)
+
+
+def test_debug_log_level_shows_the_traceback(envoy_config: Path, free_port: int) -> None:
+    done = _run("--log-level", "debug", "register", "-n", "s", "-dh", "127.0.0.1",
+                "-dp", str(free_port), "--disable-tls", "--retry-attempts", "1",
+                "-ec", str(envoy_config))
+    assert done.returncode == 4 and "Traceback" in done.stderr
