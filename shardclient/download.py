@@ -7,12 +7,15 @@ renamed only after the stream ended cleanly, and removed on any error or cancell
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import re
 import tempfile
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from io import FileIO
 from pathlib import Path
 
 import anyio.to_thread
@@ -27,6 +30,8 @@ ProgressCallback = Callable[[int, "int | None"], None]
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _MAX_STEM = 100
+
+overlap_writes = True
 
 
 @dataclass(frozen=True)
@@ -65,33 +70,62 @@ def _fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
+def _write_all(out: FileIO, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = out.write(view)  # a raw file may write less than asked
+        view = view[written or 0 :]
+
+
 async def save_archive(
     chunks: AsyncIterator[ExperimentData],
     destination: Path,
     *,
     progress: ProgressCallback | None = None,
 ) -> DownloadedExperiment:
-    """Write ``chunks`` to ``destination`` atomically, checking each chunk's size field."""
+    """Write ``chunks`` to ``destination`` atomically, checking each chunk's size field.
+
+    Each chunk is written and hashed in a worker thread while the next one is received
+    (both release the GIL), so the disk and SHA-256 overlap the network; at most one chunk
+    is in the thread at a time, so memory stays at a couple of chunks.
+    """
     directory = destination.parent
     if not directory.is_dir():
         raise NotADirectoryError(f"download folder does not exist: {directory}")
     fd, temporary = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".part", dir=directory)
     digest = hashlib.sha256()
     received = 0
+    loop = asyncio.get_running_loop()
     try:
         with open(fd, "wb", buffering=0) as out:
-            async for chunk in chunks:
-                data = chunk.npbytes
-                if chunk.size != len(data):
-                    raise CorruptExperimentDataError(
-                        f"broken archive: chunk {received}..: size field says {chunk.size} "
-                        f"bytes, the chunk holds {len(data)}"
-                    )
-                out.write(data)
+
+            def store(data: bytes) -> None:
+                _write_all(out, data)
                 digest.update(data)
-                received += len(data)
-                if progress is not None:
-                    progress(received, None)
+
+            writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shardclient-save")
+            try:
+                pending: asyncio.Future[None] | None = None
+                async for chunk in chunks:
+                    data = chunk.npbytes
+                    if chunk.size != len(data):
+                        raise CorruptExperimentDataError(
+                            f"broken archive: chunk {received}..: size field says "
+                            f"{chunk.size} bytes, the chunk holds {len(data)}"
+                        )
+                    if pending is not None:
+                        await pending  # the previous chunk is on disk (or its error raises)
+                    pending = loop.run_in_executor(writer, store, data)
+                    if not overlap_writes:
+                        await pending
+                        pending = None
+                    received += len(data)
+                    if progress is not None:
+                        progress(received, None)
+                if pending is not None:
+                    await pending
+            finally:
+                writer.shutdown(wait=True)  # no write may outlive the file, even on error
             await anyio.to_thread.run_sync(os.fsync, out.fileno())
         os.replace(temporary, destination)
     except BaseException:

@@ -12,8 +12,10 @@ says so.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import ssl as _ssl
+from asyncio import BaseTransport
 from importlib.metadata import version
 from typing import Final
 
@@ -40,6 +42,9 @@ use_tuning = TUNING_VERIFIED
 
 max_frame_size: int | None = 1024 * 1024
 """SETTINGS_MAX_FRAME_SIZE offered to the director (HTTP/2's default is 16 KiB)."""
+
+window_size: int | None = None
+"""HTTP/2 connection and stream windows for tuned channels (None: grpclib's 4 MiB)."""
 
 _warned = False
 
@@ -73,8 +78,10 @@ def tune_connection(connection: H2Connection) -> None:
 
 
 class _TunedProtocol(H2Protocol):
-    def connection_made(self, transport: object) -> None:  # type: ignore[override]
-        super().connection_made(transport)  # type: ignore[arg-type]
+    """grpclib's protocol, its h2 connection tuned as soon as it exists."""
+
+    def connection_made(self, transport: BaseTransport) -> None:
+        super().connection_made(transport)
         tune_connection(self.connection._connection)
         self.connection.flush()
 
@@ -92,6 +99,11 @@ def open_channel(
     """A grpclib Channel to ``host:port``: tuned when ``use_tuning``, else the plain one."""
     global _warned
     if use_tuning:
+        if window_size is not None:
+            config = dataclasses.replace(
+                config, http2_connection_window_size=window_size,
+                http2_stream_window_size=window_size,
+            )
         return TunedChannel(host, port, ssl=ssl, config=config)
     if not TUNING_VERIFIED and not _warned:
         _warned = True

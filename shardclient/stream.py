@@ -3,8 +3,10 @@
 grpclib reads a whole message into memory before anyone sees its length, so a director
 announcing a 4 GiB message would be buffered whole. On the grpclib versions verified below
 the length prefix is read first and an oversized message is refused before its body is
-read. On other versions the plain public path is used (same bytes, same errors, but the
-cap is checked only after the message arrived) and a warning says so once.
+read, and the body is decoded straight off grpclib's stream buffer: the archive bytes are
+copied once, from HTTP/2 frames into ``npbytes`` (no whole-body buffer, no second copy by
+betterproto's parser). On other versions the plain public path is used (same bytes, same
+errors, but the cap is checked only after the message arrived) and a warning says so once.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import time
 from importlib.metadata import version
 from typing import Final
 
+from grpclib import protocol
 from grpclib.client import Stream
 from grpclib.const import Status
 
@@ -25,6 +28,7 @@ __all__ = ["DataStream", "recv_chunk", "FAST_PATH_VERIFIED", "use_fast_path"]
 logger = logging.getLogger("shardclient.stream")
 
 DataStream = Stream[GetExperimentDataRequest, ExperimentData]
+RawStream = protocol.Stream
 
 VERIFIED_GRPCLIB: Final = frozenset({"0.4.9"})
 """grpclib versions whose client Stream internals recv_chunk's fast path was tested on."""
@@ -69,7 +73,7 @@ async def recv_chunk(
             length = int.from_bytes(header[1:5], "big")
             if length > max_message_size:
                 raise _too_large(length, max_message_size, address)
-            body = await raw.recv_data(length)
+            message = await _read_experiment_data(raw, length)
         except AssertionError:  # grpclib's Buffer: END_STREAM inside a message
             raise DirectorProtocolError(
                 f"GetExperimentData: {address} ended the stream in the middle of a message",
@@ -78,14 +82,89 @@ async def recv_chunk(
     stream._messages_received += 1
     raw.connection.messages_received += 1
     raw.connection.last_message_received = time.monotonic()
-    return ExperimentData().parse(body)
+    return message
+
+
+_SIZE_TAG: Final = 0x08  # field 1 (size), varint
+_NPBYTES_TAG: Final = 0x12  # field 2 (npbytes), length-delimited
+
+
+class _BodyReader:
+    """Reads one message body off a grpclib stream, keeping what it read in order."""
+
+    def __init__(self, raw: RawStream, length: int) -> None:
+        self.raw = raw
+        self.remaining = length
+        self.pieces: list[bytes] = []
+
+    async def read(self, count: int) -> bytes:
+        data = await self.raw.recv_data(count)
+        if len(data) != count:  # grpclib returns b"" at END_STREAM on a piece boundary
+            raise AssertionError("the stream ended inside a message")
+        self.pieces.append(data)
+        self.remaining -= count
+        return data
+
+    async def varint(self) -> int | None:
+        """A varint ending within the body and within 10 bytes, else None."""
+        value = 0
+        for shift in range(0, 70, 7):
+            if not self.remaining:
+                return None
+            byte = (await self.read(1))[0]
+            value |= (byte & 0x7F) << shift
+            if not byte & 0x80:
+                return value
+        return None
+
+    async def whole_body(self) -> bytes:
+        """Everything read so far and the rest of the body, as one bytes object."""
+        if self.remaining:
+            await self.read(self.remaining)
+        return b"".join(self.pieces)
+
+
+async def _read_experiment_data(raw: RawStream, length: int) -> ExperimentData:
+    """Decode one ``length``-byte ExperimentData body from the stream as it is read.
+
+    The canonical encodings (each field at most once, in either order, nothing else) are
+    decoded here, reading ``npbytes`` with a single copy. Anything else (unknown or
+    repeated fields, other wire types, overlong tags, truncation) hands the whole body,
+    as read, to betterproto, so every body decodes exactly as ``ExperimentData().parse``
+    decodes it.
+    """
+    reader = _BodyReader(raw, length)
+    size: int | None = None
+    npbytes: bytes | None = None
+    while reader.remaining:
+        tag = (await reader.read(1))[0]
+        if tag == _SIZE_TAG and size is None:
+            size = await reader.varint()
+            if size is None:
+                break
+        elif tag == _NPBYTES_TAG and npbytes is None:
+            count = await reader.varint()
+            if count is None or count > reader.remaining:
+                break
+            npbytes = await reader.read(count)
+        else:
+            break
+    else:
+        message = ExperimentData()
+        message._serialized_on_wire = True  # as parse() leaves it, even for an empty body
+        if size is not None:
+            message.size = size
+        if npbytes is not None:
+            message.npbytes = npbytes
+        return message
+    return ExperimentData().parse(await reader.whole_body())
 
 
 async def _recv_public(
     stream: DataStream, *, max_message_size: int, address: str
 ) -> ExperimentData | None:
     global _warned
-    if not _warned:
+    if not FAST_PATH_VERIFIED and not _warned:
         _warned = True
         logger.warning(
             "grpclib %s is not one shardclient verified (%s): max_message_size is checked "

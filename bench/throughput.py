@@ -1,0 +1,188 @@
+"""Download throughput: shardclient's download path against a grpcio (C-core) client.
+
+Starts bench/peer_server.py (a grpcio server streaming N MiB from memory in 2 MiB messages),
+then times, in one process and one run, downloads by shardclient's async client in several
+variants (below) and by bench/worker.py's grpcio client (same work: write, SHA-256, fsync).
+Prints MB/s (median), the ratio to grpcio, client CPU seconds and peak RSS growth. Unlike
+bench/compare.py it can switch each optimization off, and profile one download.
+
+Variants: plain (grpclib's public API, no tuning), prefix (length prefix read first, body
+decoded off the stream), tuned (plus the per-connection h2 tuning and overlapped writes),
+tuned-sync (writes not overlapped), tuned-16k (16 KiB frames), tuned-16m (16 MiB windows).
+
+    .venv/bin/python bench/throughput.py --mib 256 --runs 5
+    .venv/bin/python bench/throughput.py --profile tuned      # cProfile one download
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import os
+import pstats
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))
+EXPERIMENT = "bench-experiment"  # what bench/peer_server.py serves
+
+
+def _reset_peak_rss() -> int:
+    """Reset the kernel's peak-RSS mark (Linux) and return the current RSS in bytes."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+    return _status_kib("VmRSS") * 1024
+
+
+def _status_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+class Result:
+    """One client variant's timings (s) and peak RSS growths (bytes)."""
+
+    def __init__(self) -> None:
+        self.seconds: list[float] = []
+        self.cpu: list[float] = []
+        self.rss: list[int] = []
+
+    def mbps(self, size: int) -> float:
+        return size / statistics.median(self.seconds) / 1e6
+
+
+def set_variant(name: str) -> None:
+    """Switch shardclient's download path: plain (public grpclib API), prefix (the length
+    prefix read before the body, no h2 tuning), tuned (everything)."""
+    from shardclient import download, h2tuning, stream
+
+    stream.use_fast_path = name != "plain"
+    h2tuning.use_tuning = name.startswith("tuned")
+    download.overlap_writes = name != "tuned-sync"
+    h2tuning.max_frame_size = None if name == "tuned-16k" else 1024 * 1024
+    h2tuning.window_size = 16 * 1024 * 1024 if name == "tuned-16m" else None
+
+
+async def download_ours(port: int, folder: Path) -> str:
+    from shardclient.aio import AsyncShardDirectorClient
+
+    async with AsyncShardDirectorClient(
+        director_host="127.0.0.1", director_port=port, shard_name="bench", tls=False
+    ) as client:
+        result = await client.download_experiment(EXPERIMENT, folder)
+    result.path.unlink()
+    return result.sha256
+
+
+def download_grpcio(port: int, folder: Path) -> str:
+    """bench/worker.py's grpcio client: OpenFL's usage plus the same file work as ours."""
+    from worker import GrpcioClient
+
+    client = GrpcioClient("127.0.0.1", port, "bench")
+    try:
+        path, _, digest = client.download(EXPERIMENT, folder)
+    finally:
+        client.close()
+    path.unlink()
+    return digest
+
+
+async def health_p50(port: int, count: int) -> float:
+    from shardclient.aio import AsyncShardDirectorClient
+
+    async with AsyncShardDirectorClient(
+        director_host="127.0.0.1", director_port=port, shard_name="bench", tls=False
+    ) as client:
+        times = []
+        for _ in range(count + 20):
+            started = time.perf_counter()
+            await client.send_health_check(envoy_name="bench", is_experiment_running=False)
+            times.append(time.perf_counter() - started)
+    return statistics.median(times[20:]) * 1e3
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mib", type=int, default=256)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--variants", default="plain,prefix,tuned,grpcio")
+    parser.add_argument("--profile", metavar="VARIANT", help="cProfile one download, print top")
+    parser.add_argument("--health", type=int, default=0, help="health checks to time (p50)")
+    parser.add_argument("--uvloop", action="store_true", help="run shardclient on uvloop")
+    parser.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()))
+    args = parser.parse_args()
+    runner: Callable[[Any], Any] = asyncio.run
+    if args.uvloop:
+        import uvloop  # type: ignore[import-not-found,unused-ignore]
+
+        runner = uvloop.run
+    server = subprocess.Popen(
+        [sys.executable, str(REPO / "bench" / "peer_server.py"), "--size-mib", str(args.mib)],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert server.stdout is not None
+        words = server.stdout.readline().split()
+        port, expected = int(words[1]), words[3]  # READY <port> <size> <sha256>
+        size = args.mib * 1024 * 1024
+        folder = Path(tempfile.mkdtemp(dir=args.dir, prefix="throughput-"))
+        if args.profile:
+            set_variant(args.profile)
+            profiler = cProfile.Profile()
+            profiler.enable()
+            runner(download_ours(port, folder))
+            profiler.disable()
+            pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
+            return
+        variants = args.variants.split(",")
+        results = {name: Result() for name in variants}
+        for _ in range(args.runs):  # interleaved, so drift hits every variant alike
+            for name in variants:
+                base = _reset_peak_rss()
+                started, cpu = time.perf_counter(), time.process_time()
+                if name == "grpcio":
+                    digest = download_grpcio(port, folder)
+                else:
+                    set_variant(name)
+                    digest = runner(download_ours(port, folder))
+                results[name].seconds.append(time.perf_counter() - started)
+                results[name].cpu.append(time.process_time() - cpu)
+                results[name].rss.append(_status_kib("VmHWM") * 1024 - base)
+                if digest != expected:
+                    raise SystemExit(f"{name}: wrong bytes")
+        loop = "uvloop" if args.uvloop else "asyncio"
+        print(f"{args.mib} MiB, 2 MiB messages, median of {args.runs}, {loop}:")
+        reference = results["grpcio"].mbps(size) if "grpcio" in results else None
+        for name, result in results.items():
+            ratio = f"  ratio {result.mbps(size) / reference:.2f}" if reference else ""
+            print(
+                f"  {name:10} {result.mbps(size):5.0f} MB/s{ratio}  "
+                f"client CPU {statistics.median(result.cpu):5.2f} s  "
+                f"peak RSS growth {max(result.rss) / 2**20:5.1f} MiB"
+            )
+        if args.health:
+            for name in variants:
+                if name != "grpcio":
+                    set_variant(name)
+                    p50 = runner(health_p50(port, args.health))
+                    print(f"  health check p50 ({name}): {p50:.3f} ms")
+        os.rmdir(folder)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    main()
