@@ -50,6 +50,13 @@ def _too_large(length: int, limit: int, address: str) -> DirectorRPCError:
     )
 
 
+def _compressed(address: str) -> DirectorProtocolError:
+    return DirectorProtocolError(
+        f"GetExperimentData: {address} sent a compressed message, which was not negotiated",
+        address=address,
+    )
+
+
 async def recv_chunk(
     stream: DataStream, *, max_message_size: int, address: str
 ) -> ExperimentData | None:
@@ -65,11 +72,7 @@ async def recv_chunk(
             if not header:
                 return None
             if header[0]:
-                raise DirectorProtocolError(
-                    f"GetExperimentData: {address} sent a compressed message, which was "
-                    "not negotiated",
-                    address=address,
-                )
+                raise _compressed(address)
             length = int.from_bytes(header[1:5], "big")
             if length > max_message_size:
                 raise _too_large(length, max_message_size, address)
@@ -174,6 +177,8 @@ async def _recv_public(
         )
     try:
         message = await stream.recv_message()
+    except NotImplementedError:  # grpclib's answer to the compressed flag
+        raise _compressed(address) from None
     except AssertionError:
         raise DirectorProtocolError(
             f"GetExperimentData: {address} ended the stream in the middle of a message",

@@ -1,0 +1,126 @@
+"""save_archive writes in a worker thread, overlapped with receiving: same file, same hash,
+same errors as writing inline; nothing is left behind on failure, and no write outlives
+the file."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import anyio
+import pytest
+
+from shardclient import download
+from shardclient.errors import CorruptExperimentDataError
+from shardclient.messages import ExperimentData
+
+pytestmark = pytest.mark.anyio
+
+
+def _chunks(*parts: bytes, lie_at: int | None = None) -> AsyncIterator[ExperimentData]:
+    async def produce() -> AsyncIterator[ExperimentData]:
+        for index, part in enumerate(parts):
+            size = len(part) + 1 if index == lie_at else len(part)
+            yield ExperimentData(size=size, npbytes=part)
+
+    return produce()
+
+
+@pytest.fixture(params=[True, False], ids=["overlapped", "inline"])
+def overlap(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
+    value: bool = request.param
+    monkeypatch.setattr(download, "overlap_writes", value)
+    return value
+
+
+async def test_bytes_hash_and_progress(overlap: bool, tmp_path: Path) -> None:
+    parts = [bytes([i]) * (100_000 + i) for i in range(20)] + [b""]
+    seen: list[int] = []
+    result = await download.save_archive(
+        _chunks(*parts), tmp_path / "a.zip", progress=lambda done, total: seen.append(done)
+    )
+    whole = b"".join(parts)
+    assert result.path.read_bytes() == whole
+    assert result.size == len(whole)
+    assert result.sha256 == hashlib.sha256(whole).hexdigest()
+    assert seen[-1] == len(whole) and seen == sorted(seen)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.zip"]
+
+
+async def test_lying_chunk_leaves_nothing(overlap: bool, tmp_path: Path) -> None:
+    with pytest.raises(CorruptExperimentDataError, match="size field says 4"):
+        await download.save_archive(_chunks(b"aa", b"bbb", b"cc", lie_at=1), tmp_path / "a.zip")
+    assert list(tmp_path.iterdir()) == []
+
+
+async def test_write_error_is_raised_as_is(
+    overlap: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = download._write_all
+    calls = 0
+
+    def failing(out: object, data: bytes) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise OSError(28, "No space left on device")
+        real(out, data)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(download, "_write_all", failing)
+    with pytest.raises(OSError, match="No space left") as caught:
+        await download.save_archive(_chunks(b"a", b"b", b"c", b"d"), tmp_path / "a.zip")
+    assert type(caught.value) is OSError
+    assert list(tmp_path.iterdir()) == []
+
+
+async def test_cancellation_waits_for_the_write_in_flight(
+    overlap: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cancelled while a chunk is being written: the write finishes before the file is
+    removed (never a write into a closed, possibly reused, descriptor)."""
+    writing, release = threading.Event(), threading.Event()
+    finished: list[bool] = []
+    real = download._write_all
+
+    def slow(out: object, data: bytes) -> None:
+        if data == b"slow":
+            writing.set()
+            release.wait(5)
+        real(out, data)  # type: ignore[arg-type]
+        finished.append(True)
+
+    async def chunks() -> AsyncIterator[ExperimentData]:
+        yield ExperimentData(size=4, npbytes=b"slow")
+        yield ExperimentData(size=4, npbytes=b"next")
+        await anyio.sleep_forever()
+
+    monkeypatch.setattr(download, "_write_all", slow)
+    with anyio.CancelScope() as scope:
+
+        async def cancel_when_writing() -> None:
+            await anyio.to_thread.run_sync(writing.wait, 5)
+            scope.cancel()
+            release.set()
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(cancel_when_writing)
+            await download.save_archive(chunks(), tmp_path / "a.zip")
+    assert scope.cancelled_caught
+    assert finished  # the write in flight completed before save_archive returned
+    assert list(tmp_path.iterdir()) == []
+
+
+async def test_short_writes_are_completed(tmp_path: Path) -> None:
+    class Trickle:
+        def __init__(self) -> None:
+            self.written = bytearray()
+
+        def write(self, data: memoryview) -> int:
+            self.written += data[:3]
+            return min(3, len(data))
+
+    out = Trickle()
+    download._write_all(out, b"0123456789")  # type: ignore[arg-type]
+    assert out.written == b"0123456789"
