@@ -16,9 +16,11 @@ import dataclasses
 import logging
 import ssl as _ssl
 from asyncio import BaseTransport
-from importlib.metadata import version
 from typing import Final
 
+import grpclib
+import h2
+import hyperframe
 from grpclib.client import Channel, Handler
 from grpclib.config import Configuration
 from grpclib.protocol import H2Protocol
@@ -35,7 +37,13 @@ VERIFIED_VERSIONS: Final = {"grpclib": "0.4.9", "h2": "4.4.1", "hyperframe": "6.
 """The exact versions whose internals (H2Protocol.connection_made, H2Connection's
 incoming_buffer, hyperframe's Frame._body_repr) this module was tested against."""
 
-TUNING_VERIFIED: Final = all(version(name) == want for name, want in VERIFIED_VERSIONS.items())
+FOUND_VERSIONS: Final = {
+    "grpclib": grpclib.__version__, "h2": h2.__version__, "hyperframe": hyperframe.__version__
+}
+"""The versions actually imported (their ``__version__``: cheaper than package metadata,
+and exact even when another copy's metadata is on the path)."""
+
+TUNING_VERIFIED: Final = FOUND_VERSIONS == VERIFIED_VERSIONS
 
 use_tuning = TUNING_VERIFIED
 """Whether open_channel tunes its connections; set False to get grpclib's plain Channel."""
@@ -107,7 +115,7 @@ def open_channel(
         return TunedChannel(host, port, ssl=ssl, config=config)
     if not TUNING_VERIFIED and not _warned:
         _warned = True
-        found = ", ".join(f"{name} {version(name)}" for name in VERIFIED_VERSIONS)
+        found = ", ".join(f"{name} {have}" for name, have in FOUND_VERSIONS.items())
         wanted = ", ".join(f"{name} {want}" for name, want in VERIFIED_VERSIONS.items())
         logger.warning(
             "HTTP/2 download tuning is off: verified on %s, found %s (downloads are slower)",

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import logging
 import time
-from importlib.metadata import version
 from typing import Final
 
+import grpclib
 from grpclib import protocol
 from grpclib.client import Stream
 from grpclib.const import Status
@@ -33,7 +33,7 @@ RawStream = protocol.Stream
 VERIFIED_GRPCLIB: Final = frozenset({"0.4.9"})
 """grpclib versions whose client Stream internals recv_chunk's fast path was tested on."""
 
-FAST_PATH_VERIFIED: Final = version("grpclib") in VERIFIED_GRPCLIB
+FAST_PATH_VERIFIED: Final = grpclib.__version__ in VERIFIED_GRPCLIB
 
 use_fast_path = FAST_PATH_VERIFIED
 """Whether recv_chunk reads the length prefix itself; set False to force the public path."""
@@ -172,7 +172,7 @@ async def _recv_public(
         logger.warning(
             "grpclib %s is not one shardclient verified (%s): max_message_size is checked "
             "only after a message has been received",
-            version("grpclib"),
+            grpclib.__version__,
             ", ".join(sorted(VERIFIED_GRPCLIB)),
         )
     try:
