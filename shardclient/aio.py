@@ -20,9 +20,10 @@ import anyio
 from grpclib.client import Channel
 from grpclib.config import Configuration
 from grpclib.const import Cardinality
+from grpclib.exceptions import StreamTerminatedError
 
 from shardclient.descriptor import ShardDescriptor, shard_info_from_descriptor
-from shardclient.diagnose import connection_broken, unparseable_reply
+from shardclient.diagnose import connection_broken, goaway_received, unparseable_reply
 from shardclient.download import (
     DownloadedExperiment,
     ProgressCallback,
@@ -32,6 +33,7 @@ from shardclient.download import (
 from shardclient.errors import (
     ClientClosedError,
     DirectorProtocolError,
+    DirectorUnavailableError,
     ShardClientError,
     translate_error,
 )
@@ -245,6 +247,11 @@ class AsyncShardDirectorClient:
     def _translate(self, exc: Exception, what: str, *, shard_rpc: bool = False) -> Exception:
         if self._closed:
             return ClientClosedError(f"{what}: client for {self.address} was closed")
+        if isinstance(exc, StreamTerminatedError) and goaway_received(self._channel):
+            return DirectorUnavailableError(
+                f"{what}: the director at {self.address} closed the connection (GOAWAY)",
+                address=self.address,
+            )
         if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
             garbage = unparseable_reply(self._channel)
             if garbage is not None or connection_broken(self._channel):
@@ -327,7 +334,10 @@ class AsyncShardDirectorClient:
             except Exception as exc:
                 mapped = self._translate(exc, what)
                 waited = time.monotonic() - started
-                if policy is not None and waited >= established_after and is_retryable(mapped):
+                # only a director that answered before gets polled again: a peer that never
+                # spoke gRPC must not keep the caller waiting forever
+                dropped = self._answered and waited >= established_after
+                if policy is not None and dropped and is_retryable(mapped):
                     raise _LongPollDropped(mapped, waited) from exc
                 raise mapped from exc
 
@@ -336,7 +346,7 @@ class AsyncShardDirectorClient:
                 response = await call_with_retry(policy, what, attempt)
                 break
             except _LongPollDropped as dropped:
-                logger.warning(
+                logger.info(
                     "%s: the long poll was cut after %.0f s (%s); polling again",
                     what, dropped.waited, dropped.cause,
                 )

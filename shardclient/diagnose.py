@@ -5,13 +5,18 @@ bytes of an HTTP/1 reply as the header of a multi-megabyte frame and waits for t
 and a connection that broke before the call was registered is never reported to it. The
 call's deadline ends the wait; these functions say why, so the error names the cause.
 They read library internals defensively: on any other layout they find nothing.
+
+One more case: h2 closes its connection state on receiving GOAWAY, so frames the server
+still sends for streams in progress (which RFC 9113 allows; gRPC C-core sends the call's
+status after GOAWAY "too_many_pings") make h2 raise a protocol error. That is the director
+closing the connection, not breaking the protocol; goaway_received tells them apart.
 """
 
 from __future__ import annotations
 
 from grpclib.client import Channel
 
-__all__ = ["connection_broken", "unparseable_reply"]
+__all__ = ["connection_broken", "goaway_received", "unparseable_reply"]
 
 
 def connection_broken(channel: Channel | None) -> bool:
@@ -37,3 +42,11 @@ def unparseable_reply(channel: Channel | None) -> str | None:
         if declared > limit:
             return f"sent bytes that are not an HTTP/2 frame (first bytes {bytes(pending[:9])!r})"
     return None
+
+
+def goaway_received(channel: Channel | None) -> bool:
+    """Whether h2's connection state is CLOSED, which it enters on a GOAWAY from the peer."""
+    protocol = getattr(channel, "_protocol", None)
+    h2_connection = getattr(getattr(protocol, "connection", None), "_connection", None)
+    state = getattr(getattr(h2_connection, "state_machine", None), "state", None)
+    return getattr(state, "name", None) == "CLOSED"
