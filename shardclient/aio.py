@@ -247,20 +247,27 @@ class AsyncShardDirectorClient:
     def _translate(self, exc: Exception, what: str, *, shard_rpc: bool = False) -> Exception:
         if self._closed:
             return ClientClosedError(f"{what}: client for {self.address} was closed")
+        broken = isinstance(exc, (StreamTerminatedError, TimeoutError, asyncio.TimeoutError))
+        garbage = unparseable_reply(self._channel) if broken else None
+        tls_hint = "" if self._ssl else ", or does it expect TLS"
+        if garbage is not None:
+            return DirectorProtocolError(
+                f"{what}: {self.address} {garbage} (is it a gRPC director{tls_hint}?)",
+                address=self.address,
+            )
         if isinstance(exc, StreamTerminatedError) and goaway_received(self._channel):
             return DirectorUnavailableError(
                 f"{what}: the director at {self.address} closed the connection (GOAWAY)",
                 address=self.address,
             )
-        if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
-            garbage = unparseable_reply(self._channel)
-            if garbage is not None or connection_broken(self._channel):
-                tls_hint = "" if self._ssl else ", or does it expect TLS"
-                cause = garbage or "closed the connection before answering"
-                return DirectorProtocolError(
-                    f"{what}: {self.address} {cause} (is it a gRPC director{tls_hint}?)",
-                    address=self.address,
-                )
+        if isinstance(exc, (TimeoutError, asyncio.TimeoutError)) and connection_broken(
+            self._channel
+        ):
+            return DirectorProtocolError(
+                f"{what}: {self.address} closed the connection before answering "
+                f"(is it a gRPC director{tls_hint}?)",
+                address=self.address,
+            )
         mapped = translate_error(
             exc,
             what=what,

@@ -125,6 +125,14 @@ async def test_garbage_instead_of_http2(
     assert _listing(dest) == ["keep.txt"]
 
 
+async def test_long_poll_against_garbage_ends() -> None:
+    async with HostileServer(garbage(HTTP1_REPLY)) as server:
+        policy = RetryPolicy(max_attempts=5, initial_delay=0, max_delay=0, jitter=0)
+        async with _client(server, retry=policy, keepalive_time=0.2, keepalive_timeout=0.3) as client:
+            with anyio.fail_after(LIMIT), pytest.raises(DirectorProtocolError, match="HTTP/1"):
+                await client.wait_experiment()
+
+
 async def test_garbage_is_not_retried() -> None:
     async with HostileServer(garbage(HTTP1_REPLY)) as server:
         policy = RetryPolicy(max_attempts=5, initial_delay=0, max_delay=0, jitter=0)
