@@ -22,6 +22,7 @@ from grpclib.config import Configuration
 from grpclib.const import Cardinality
 from grpclib.exceptions import StreamTerminatedError
 
+from shardclient.codec import DirectorCodec, decode_health_check_period, encode_envoy_status
 from shardclient.descriptor import ShardDescriptor, shard_info_from_descriptor
 from shardclient.diagnose import connection_broken, goaway_received, unparseable_reply
 from shardclient.download import (
@@ -44,7 +45,6 @@ from shardclient.messages import (
     ExperimentData,
     GetExperimentDataRequest,
     SetExperimentFailedRequest,
-    UpdateEnvoyStatusRequest,
     UpdateShardInfoRequest,
     WaitExperimentRequest,
     WaitExperimentResponse,
@@ -69,6 +69,7 @@ T = TypeVar("T")
 CudaDevicesInfo = Iterable[Union[CudaDeviceInfo, Mapping[str, object]]]
 """Health-check GPU readings: CudaDeviceInfo messages, or OpenFL's dicts of the same fields."""
 
+_UPDATE_ENVOY_STATUS = "/openfl.director.Director/UpdateEnvoyStatus"
 _GET_EXPERIMENT_DATA = "/openfl.director.Director/GetExperimentData"
 _CUDA_FIELDS = {
     "index": int,
@@ -210,7 +211,11 @@ class AsyncShardDirectorClient:
                 _http2_min_sent_ping_interval_without_data=keepalive or 300,
             )
             self._channel = open_channel(
-                self.director_host, self.director_port, ssl=self._ssl, config=config
+                self.director_host,
+                self.director_port,
+                ssl=self._ssl,
+                config=config,
+                codec=DirectorCodec(),
             )
         return self._channel
 
@@ -374,17 +379,32 @@ class AsyncShardDirectorClient:
 
         Raises ShardNotFoundError when the director no longer knows the shard.
         """
-        request = UpdateEnvoyStatusRequest(
-            name=envoy_name,
-            is_experiment_running=bool(is_experiment_running),
-            cuda_devices=cuda_device_messages(cuda_devices_info),
+        # encoded and decoded by hand (shardclient.codec): the most frequent call
+        payload = encode_envoy_status(
+            envoy_name, bool(is_experiment_running), cuda_device_messages(cuda_devices_info)
         )
-        response = await self._unary(
-            "UpdateEnvoyStatus",
-            lambda stub: stub.update_envoy_status(request, timeout=self.options.timeout),
-            shard_rpc=True,
-        )
-        return int(response.health_check_period.total_seconds())
+
+        async def call(_: DirectorStub) -> bytes | None:
+            async with self._open_channel().request(
+                _UPDATE_ENVOY_STATUS,
+                Cardinality.UNARY_UNARY,
+                bytes,
+                bytes,
+                timeout=self.options.timeout,
+            ) as stream:
+                await stream.send_message(payload, end=True)
+                return await stream.recv_message()
+
+        reply = await self._unary("UpdateEnvoyStatus", call, shard_rpc=True)
+        try:
+            if reply is None:
+                raise ValueError("no reply message")
+            return decode_health_check_period(reply)
+        except ValueError as exc:
+            raise DirectorProtocolError(
+                f"UpdateEnvoyStatus: {self.address} sent a malformed reply: {exc}",
+                address=self.address,
+            ) from None
 
     async def set_experiment_failed(
         self, experiment_name: str, error_code: int = 1, error_description: str = ""

@@ -21,6 +21,7 @@ from typing import Final
 import grpclib
 import h2
 import hyperframe
+from grpclib.encoding.base import CodecBase
 from grpclib.client import Channel, Handler
 from grpclib.config import Configuration
 from grpclib.protocol import H2Protocol
@@ -102,7 +103,12 @@ class TunedChannel(Channel):
 
 
 def open_channel(
-    host: str, port: int, *, ssl: _ssl.SSLContext | None, config: Configuration
+    host: str,
+    port: int,
+    *,
+    ssl: _ssl.SSLContext | None,
+    config: Configuration,
+    codec: CodecBase | None = None,
 ) -> Channel:
     """A grpclib Channel to ``host:port``: tuned when ``use_tuning``, else the plain one."""
     global _warned
@@ -112,7 +118,7 @@ def open_channel(
                 config, http2_connection_window_size=window_size,
                 http2_stream_window_size=window_size,
             )
-        return TunedChannel(host, port, ssl=ssl, config=config)
+        return TunedChannel(host, port, ssl=ssl, config=config, codec=codec)
     if not TUNING_VERIFIED and not _warned:
         _warned = True
         found = ", ".join(f"{name} {have}" for name, have in FOUND_VERSIONS.items())
@@ -121,4 +127,4 @@ def open_channel(
             "HTTP/2 download tuning is off: verified on %s, found %s (downloads are slower)",
             wanted, found,
         )
-    return Channel(host, port, ssl=ssl, config=config)
+    return Channel(host, port, ssl=ssl, config=config, codec=codec)
