@@ -134,7 +134,7 @@ def test_retry_policy_rejects_bad_values() -> None:
     for bad in ({"max_attempts": 0}, {"initial_delay": -1}, {"multiplier": 0.5},
                 {"total_timeout": 0}, {"jitter": float("inf")}, {"max_attempts": True}):
         with pytest.raises(ValueError, match=next(iter(bad))):
-            RetryPolicy(**bad)  # type: ignore[arg-type]  # wrong on purpose
+            RetryPolicy(**bad)
 
 
 def test_sync_client_survives_a_director_restart(director: LocalDirector) -> None:
