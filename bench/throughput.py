@@ -1,6 +1,7 @@
 """Download throughput: shardclient's download path against a grpcio (C-core) client.
 
-Starts bench/peer_server.py (a grpcio server streaming N MiB from memory in 2 MiB messages),
+Starts bench/peer_server.py (a grpcio server streaming N MiB from memory in 2 MiB messages)
+or, with --openfl, the real OpenFL 1.6 director (both through bench/compare.py's helpers),
 then times, in one process and one run, downloads by shardclient's async client in several
 variants (below) and by bench/worker.py's grpcio client (same work: write, SHA-256, fsync).
 Prints MB/s (median), the ratio to grpcio, client CPU seconds and peak RSS growth. Unlike
@@ -11,6 +12,7 @@ decoded off the stream), tuned (plus the per-connection h2 tuning and overlapped
 tuned-sync (writes not overlapped), tuned-16k (16 KiB frames), tuned-16m (16 MiB windows).
 
     .venv/bin/python bench/throughput.py --mib 256 --runs 5
+    .venv/bin/python bench/throughput.py --openfl            # against the real director
     .venv/bin/python bench/throughput.py --profile tuned      # cProfile one download
 """
 
@@ -19,10 +21,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
-import os
+import contextlib
+import shutil
 import pstats
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,7 +34,10 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
-EXPERIMENT = "bench-experiment"  # what bench/peer_server.py serves
+if str(REPO) not in sys.path:
+    sys.path.insert(1, str(REPO))
+
+import compare  # noqa: E402  # bench/compare.py: its servers (grpcio peer, OpenFL director)
 
 
 def _reset_peak_rss() -> int:
@@ -75,24 +80,24 @@ def set_variant(name: str) -> None:
     h2tuning.window_size = 16 * 1024 * 1024 if name == "tuned-16m" else None
 
 
-async def download_ours(port: int, folder: Path) -> str:
+async def download_ours(target: Any, folder: Path) -> str:
     from shardclient.aio import AsyncShardDirectorClient
 
     async with AsyncShardDirectorClient(
-        director_host="127.0.0.1", director_port=port, shard_name="bench", tls=False
+        director_host="127.0.0.1", director_port=target.port, shard_name="bench", tls=False
     ) as client:
-        result = await client.download_experiment(EXPERIMENT, folder)
+        result = await client.download_experiment(target.experiment, folder)
     result.path.unlink()
     return result.sha256
 
 
-def download_grpcio(port: int, folder: Path) -> str:
+def download_grpcio(target: Any, folder: Path) -> str:
     """bench/worker.py's grpcio client: OpenFL's usage plus the same file work as ours."""
     from worker import GrpcioClient
 
-    client = GrpcioClient("127.0.0.1", port, "bench")
+    client = GrpcioClient("127.0.0.1", target.port, "bench")
     try:
-        path, _, digest = client.download(EXPERIMENT, folder)
+        path, _, digest = client.download(target.experiment, folder)
     finally:
         client.close()
     path.unlink()
@@ -113,36 +118,16 @@ async def health_p50(port: int, count: int) -> float:
     return statistics.median(times[20:]) * 1e3
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--mib", type=int, default=256)
-    parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--variants", default="plain,prefix,tuned,grpcio")
-    parser.add_argument("--profile", metavar="VARIANT", help="cProfile one download, print top")
-    parser.add_argument("--health", type=int, default=0, help="health checks to time (p50)")
-    parser.add_argument("--uvloop", action="store_true", help="run shardclient on uvloop")
-    parser.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()))
-    args = parser.parse_args()
-    runner: Callable[[Any], Any] = asyncio.run
-    if args.uvloop:
-        import uvloop  # type: ignore[import-not-found,unused-ignore]
-
-        runner = uvloop.run
-    server = subprocess.Popen(
-        [sys.executable, str(REPO / "bench" / "peer_server.py"), "--size-mib", str(args.mib)],
-        stdout=subprocess.PIPE, text=True,
-    )
+def run(args: argparse.Namespace, runner: Callable[[Any], Any], target: Any) -> None:
+    """Time every variant against ``target`` (a compare.Target), interleaved."""
+    print(target.label)
+    folder = Path(tempfile.mkdtemp(dir=args.dir, prefix="throughput-"))
     try:
-        assert server.stdout is not None
-        words = server.stdout.readline().split()
-        port, expected = int(words[1]), words[3]  # READY <port> <size> <sha256>
-        size = args.mib * 1024 * 1024
-        folder = Path(tempfile.mkdtemp(dir=args.dir, prefix="throughput-"))
         if args.profile:
             set_variant(args.profile)
             profiler = cProfile.Profile()
             profiler.enable()
-            runner(download_ours(port, folder))
+            runner(download_ours(target, folder))
             profiler.disable()
             pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
             return
@@ -153,22 +138,23 @@ def main() -> None:
                 base = _reset_peak_rss()
                 started, cpu = time.perf_counter(), time.process_time()
                 if name == "grpcio":
-                    digest = download_grpcio(port, folder)
+                    digest = download_grpcio(target, folder)
                 else:
                     set_variant(name)
-                    digest = runner(download_ours(port, folder))
+                    digest = runner(download_ours(target, folder))
                 results[name].seconds.append(time.perf_counter() - started)
                 results[name].cpu.append(time.process_time() - cpu)
                 results[name].rss.append(_status_kib("VmHWM") * 1024 - base)
-                if digest != expected:
+                if digest != target.sha256:
                     raise SystemExit(f"{name}: wrong bytes")
         loop = "uvloop" if args.uvloop else "asyncio"
-        print(f"{args.mib} MiB, 2 MiB messages, median of {args.runs}, {loop}:")
-        reference = results["grpcio"].mbps(size) if "grpcio" in results else None
+        print(f"{args.mib} MiB, median of {args.runs}, {loop}, files in {args.dir}:")
+        reference = results["grpcio"].mbps(target.size) if "grpcio" in results else None
         for name, result in results.items():
-            ratio = f"  ratio {result.mbps(size) / reference:.2f}" if reference else ""
+            mbps = result.mbps(target.size)
+            ratio = f"  ratio {mbps / reference:.2f}" if reference else ""
             print(
-                f"  {name:10} {result.mbps(size):5.0f} MB/s{ratio}  "
+                f"  {name:10} {mbps:5.0f} MB/s{ratio}  "
                 f"client CPU {statistics.median(result.cpu):5.2f} s  "
                 f"peak RSS growth {max(result.rss) / 2**20:5.1f} MiB"
             )
@@ -176,12 +162,35 @@ def main() -> None:
             for name in variants:
                 if name != "grpcio":
                     set_variant(name)
-                    p50 = runner(health_p50(port, args.health))
+                    p50 = runner(health_p50(target.port, args.health))
                     print(f"  health check p50 ({name}): {p50:.3f} ms")
-        os.rmdir(folder)
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mib", type=int, default=256)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--variants", default="plain,prefix,tuned,grpcio")
+    parser.add_argument("--openfl", action="store_true", help="the real OpenFL 1.6 director")
+    parser.add_argument("--profile", metavar="VARIANT", help="cProfile one download, print top")
+    parser.add_argument("--health", type=int, default=0, help="health checks to time (p50)")
+    parser.add_argument("--uvloop", action="store_true", help="run shardclient on uvloop")
+    parser.add_argument("--dir", type=Path, default=Path("/dev/shm"), help="download folder")
+    args = parser.parse_args()
+    runner: Callable[[Any], Any] = asyncio.run
+    if args.uvloop:
+        import uvloop  # type: ignore[import-not-found,unused-ignore]
+
+        runner = uvloop.run
+    with contextlib.ExitStack() as stack:
+        if args.openfl:
+            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="throughput-")))
+            target = stack.enter_context(compare.openfl_server(args.mib, workdir))
+        else:
+            target = stack.enter_context(compare.peer_server(args.mib))
+        run(args, runner, target)
 
 
 if __name__ == "__main__":
