@@ -1,7 +1,7 @@
 """ShardDirectorClient: the thread-safe sync facade, signature-compatible with OpenFL's.
 
 Each call runs the AsyncShardDirectorClient's coroutine on one event-loop thread owned
-by this object (an anyio blocking portal); no protocol logic lives here.
+by this object (a LoopThread); no protocol logic lives here.
 """
 
 from __future__ import annotations
@@ -10,16 +10,15 @@ import concurrent.futures
 import os
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
-from contextlib import ExitStack
 from types import TracebackType
 from typing import SupportsIndex, TypeVar
 
-from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from shardclient.aio import AsyncShardDirectorClient, CudaDevicesInfo
 from shardclient.descriptor import ShardDescriptor
 from shardclient.download import DownloadedExperiment, ProgressCallback
 from shardclient.errors import ClientClosedError
+from shardclient.loopthread import LoopThread
 from shardclient.messages import CudaDeviceInfo, DirectorStub, ExperimentData
 from shardclient.options import (
     DEFAULT_KEEPALIVE_TIME,
@@ -78,10 +77,7 @@ class ShardDirectorClient:
         )
         self.shard_name = shard_name
         self._lock = threading.Lock()
-        self._exit_stack = ExitStack()
-        self._portal: BlockingPortal | None = self._exit_stack.enter_context(
-            start_blocking_portal(name=f"shardclient-{shard_name}")
-        )
+        self._loop: LoopThread | None = LoopThread(name=f"shardclient-{shard_name}")
 
     @property
     def aio(self) -> AsyncShardDirectorClient:
@@ -104,8 +100,8 @@ class ShardDirectorClient:
         the call and waits for its cleanup, e.g. a partial download's removal, before it
         propagates.
         """
-        portal = self._portal
-        if portal is None:
+        loop = self._loop
+        if loop is None:
             raise ClientClosedError(f"client for {self._aio.address} is closed")
         finished = threading.Event()
 
@@ -116,8 +112,8 @@ class ShardDirectorClient:
                 finished.set()
 
         try:
-            future = portal.start_task_soon(run)
-        except RuntimeError as exc:  # the portal stopped between the check and the call
+            future = loop.submit(run)
+        except RuntimeError as exc:  # the loop stopped between the check and the call
             raise ClientClosedError(f"client for {self._aio.address} is closed") from exc
         try:
             return future.result()
@@ -155,7 +151,7 @@ class ShardDirectorClient:
                 except StopAsyncIteration:
                     return
         finally:
-            if closer is not None and self._portal is not None:
+            if closer is not None and self._loop is not None:
                 self._call(closer)
 
     def download_experiment(
@@ -200,14 +196,13 @@ class ShardDirectorClient:
     def close(self) -> None:
         """Close the connection and stop the loop thread; safe to call more than once."""
         with self._lock:
-            portal, self._portal = self._portal, None
-            if portal is None:
+            loop, self._loop = self._loop, None
+            if loop is None:
                 return
             try:
-                portal.call(self._aio.close)
-                portal.call(portal.stop, True)
+                loop.submit(self._aio.close).result()
             finally:
-                self._exit_stack.close()
+                loop.stop()
 
     def __enter__(self) -> ShardDirectorClient:
         return self
