@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from io import FileIO
 from pathlib import Path
 
-import anyio.to_thread
+import anyio
 
 from shardclient.errors import CorruptExperimentDataError
 from shardclient.messages import ExperimentData
@@ -124,9 +124,16 @@ async def save_archive(
                         progress(received, None)
                 if pending is not None:
                     await pending
+                # on the writer too, so that the shutdown below also waits for it
+                await loop.run_in_executor(writer, os.fsync, out.fileno())
             finally:
-                writer.shutdown(wait=True)  # no write may outlive the file, even on error
-            await anyio.to_thread.run_sync(os.fsync, out.fileno())
+                # no write (or fsync) may outlive the file, even on error or cancellation;
+                # blocks the loop only for the one chunk that may be in flight
+                writer.shutdown(wait=True)
+                closer = getattr(chunks, "aclose", None)
+                if closer is not None:  # end the stream now, not when it is collected
+                    with anyio.CancelScope(shield=True):
+                        await closer()
         os.replace(temporary, destination)
     except BaseException:
         try:
@@ -134,5 +141,6 @@ async def save_archive(
         except FileNotFoundError:
             pass
         raise
-    await anyio.to_thread.run_sync(_fsync_directory, directory)
+    # after the rename the archive is complete: nothing may cancel its success now
+    _fsync_directory(directory)
     return DownloadedExperiment(path=destination, size=received, sha256=digest.hexdigest())
