@@ -13,6 +13,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any, Final
 
 from grpclib.encoding.proto import ProtoCodec
+from grpclib.exceptions import ProtocolError
 
 from shardclient.messages import CudaDeviceInfo
 
@@ -26,7 +27,8 @@ _SECONDS: Final = 0x08  # google.protobuf.Duration.seconds: field 1, varint (int
 
 
 class DirectorCodec(ProtoCodec):
-    """grpclib's protobuf codec, but a ``bytes`` message type means "already encoded"."""
+    """grpclib's protobuf codec, but a ``bytes`` message type means "already encoded", and
+    a body that does not decode is a grpclib ProtocolError (so it maps to ours)."""
 
     def encode(self, message: Any, message_type: Any) -> bytes:
         if message_type is bytes:
@@ -38,7 +40,10 @@ class DirectorCodec(ProtoCodec):
     def decode(self, data: bytes, message_type: Any) -> Any:
         if message_type is bytes:
             return data
-        return super().decode(data, message_type)
+        try:
+            return super().decode(data, message_type)
+        except Exception as exc:  # betterproto raises ValueError, EOFError, ... on bad input
+            raise ProtocolError(f"malformed {message_type.__name__} message: {exc}") from exc
 
 
 def _varint(value: int) -> bytes:

@@ -19,6 +19,7 @@ import grpclib
 from grpclib import protocol
 from grpclib.client import Stream
 from grpclib.const import Status
+from grpclib.exceptions import ProtocolError
 
 from shardclient.errors import DirectorProtocolError, DirectorRPCError
 from shardclient.messages import ExperimentData, GetExperimentDataRequest
@@ -160,7 +161,11 @@ async def _read_experiment_data(raw: RawStream, length: int) -> ExperimentData:
         if npbytes is not None:
             message.npbytes = npbytes
         return message
-    return ExperimentData().parse(await reader.whole_body())
+    body = await reader.whole_body()
+    try:
+        return ExperimentData().parse(body)
+    except Exception as exc:  # betterproto raises ValueError, EOFError, ... on bad input
+        raise ProtocolError(f"malformed ExperimentData message: {exc}") from exc
 
 
 async def _recv_public(

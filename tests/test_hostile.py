@@ -175,6 +175,25 @@ async def test_size_field_that_lies(read_path: bool, dest: Path) -> None:
     assert _listing(dest) == ["keep.txt"]
 
 
+OVERLONG_VARINT = b"\x08" + b"\xff" * 11  # field 1, a varint longer than 10 bytes
+
+
+async def test_malformed_reply_to_a_unary_call() -> None:
+    script = H2Script(body=grpc_frame(OVERLONG_VARINT))
+    async with HostileServer(h2_server(script)) as server:
+        async with _client(server) as client:
+            with anyio.fail_after(LIMIT), pytest.raises(DirectorProtocolError, match="malformed"):
+                await client.wait_experiment()
+
+
+async def test_malformed_chunk(read_path: bool, dest: Path) -> None:
+    script = H2Script(body=chunk(b"good") + grpc_frame(OVERLONG_VARINT))
+    async with HostileServer(h2_server(script)) as server:
+        with pytest.raises(DirectorProtocolError, match="malformed"):
+            await _download(_client(server), dest)
+    assert _listing(dest) == ["keep.txt"]
+
+
 async def test_silent_server_unary_call_times_out() -> None:
     async with HostileServer(silent) as server:
         async with _client(server, timeout=0.3) as client:
