@@ -9,6 +9,7 @@ from __future__ import annotations
 import concurrent.futures
 import os
 import threading
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from types import TracebackType
 from typing import SupportsIndex, TypeVar
@@ -35,6 +36,9 @@ T = TypeVar("T")
 
 _CLEANUP_WAIT = 30.0
 """Seconds an interrupted call may take to clean up before the interrupt propagates."""
+
+_START_WAIT = 0.5
+"""Seconds to wait for an interrupted call to start (it may already be queued)."""
 
 
 class ShardDirectorClient:
@@ -78,6 +82,9 @@ class ShardDirectorClient:
         self.shard_name = shard_name
         self._lock = threading.Lock()
         self._loop: LoopThread | None = LoopThread(name=f"shardclient-{shard_name}")
+        # a client never closed (as OpenFL code never closes its client) still stops its
+        # loop thread when it is collected or the interpreter exits
+        self._finalizer = weakref.finalize(self, self._loop.stop)
 
     @property
     def aio(self) -> AsyncShardDirectorClient:
@@ -103,16 +110,23 @@ class ShardDirectorClient:
         loop = self._loop
         if loop is None:
             raise ClientClosedError(f"client for {self._aio.address} is closed")
+        if loop.in_loop_thread():
+            raise RuntimeError(
+                "ShardDirectorClient methods cannot be called from its own loop thread "
+                "(e.g. from a download progress callback): that would wait on itself"
+            )
+        started = threading.Event()
         finished = threading.Event()
 
         async def run() -> T:
+            started.set()
             try:
                 return await func()
             finally:
                 finished.set()
 
         try:
-            future = loop.submit(run)
+            future = loop.submit(run())
         except RuntimeError as exc:  # the loop stopped between the check and the call
             raise ClientClosedError(f"client for {self._aio.address} is closed") from exc
         try:
@@ -122,7 +136,9 @@ class ShardDirectorClient:
         except BaseException:
             if not future.done():
                 future.cancel()
-                finished.wait(_CLEANUP_WAIT)
+                # a task cancelled before it started has nothing to clean up
+                if started.wait(_START_WAIT):
+                    finished.wait(_CLEANUP_WAIT)
             raise
 
     def report_shard_info(
@@ -196,11 +212,15 @@ class ShardDirectorClient:
     def close(self) -> None:
         """Close the connection and stop the loop thread; safe to call more than once."""
         with self._lock:
-            loop, self._loop = self._loop, None
+            loop = self._loop
             if loop is None:
                 return
+            if loop.in_loop_thread():
+                raise RuntimeError("close() cannot be called from the client's own loop thread")
+            self._loop = None
+            self._finalizer.detach()
             try:
-                loop.submit(self._aio.close).result()
+                loop.submit(self._aio.close()).result()
             finally:
                 loop.stop()
 

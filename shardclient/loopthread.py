@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 __all__ = ["LoopThread"]
 
@@ -23,6 +23,7 @@ class LoopThread:
 
     def __init__(self, name: str) -> None:
         self._loop = asyncio.new_event_loop()
+        self._lock = threading.Lock()  # orders submit() against stop()
         self._stopped = False
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
@@ -41,32 +42,29 @@ class LoopThread:
         finally:
             self._loop.close()
 
-    @property
-    def running(self) -> bool:
-        """False once stop() was called."""
-        return not self._stopped
+    def in_loop_thread(self) -> bool:
+        """Whether the caller runs on this loop's thread (where blocking on it deadlocks)."""
+        return threading.current_thread() is self._thread
 
-    def submit(self, func: Callable[[], Awaitable[T]]) -> concurrent.futures.Future[T]:
-        """Start ``func()`` on the loop; cancelling the returned future cancels the task.
+    def submit(self, coroutine: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        """Run ``coroutine`` on the loop; cancelling the returned future cancels the task.
 
         RuntimeError once the loop was stopped.
         """
-        if self._stopped:
-            raise RuntimeError("the event loop thread was stopped")
-
-        async def run() -> T:
-            return await func()
-
-        return asyncio.run_coroutine_threadsafe(run(), self._loop)
+        with self._lock:
+            if self._stopped:
+                coroutine.close()
+                raise RuntimeError("the event loop thread was stopped")
+            # scheduled before stop()'s loop.stop: the task exists when the loop winds down,
+            # so it is cancelled there rather than left pending forever
+            return asyncio.run_coroutine_threadsafe(coroutine, self._loop)
 
     def stop(self) -> None:
         """Cancel the tasks still running, close the loop and join its thread (idempotent)."""
-        if self._stopped:
-            return
-        self._stopped = True
-        try:
+        with self._lock:
+            if self._stopped:
+                return
+            self._stopped = True
             self._loop.call_soon_threadsafe(self._loop.stop)
-        except RuntimeError:  # the loop is already closed
-            pass
-        if threading.current_thread() is not self._thread:
+        if not self.in_loop_thread():
             self._thread.join()

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import hashlib
 import inspect
 import logging
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from grpclib.const import Status
@@ -256,3 +258,31 @@ def test_bad_options_fail_at_construction(
     arguments.update(kwargs)
     with pytest.raises(ValueError, match=message):
         ShardDirectorClient(**arguments)  # type: ignore[arg-type]  # wrong on purpose
+
+
+def test_calls_from_the_progress_callback_fail_instead_of_deadlocking(
+    client: ShardDirectorClient, director: LocalDirector, tmp_path: Path
+) -> None:
+    director.submit_experiment("exp", b"data", ["s1"])
+    raised: list[BaseException] = []
+
+    def progress(received: int, total: int | None) -> None:
+        try:
+            client.send_health_check(envoy_name="s1", is_experiment_running=True)
+        except RuntimeError as exc:
+            raised.append(exc)
+
+    client.download_experiment("exp", tmp_path, progress=progress)
+    assert len(raised) == 1 and "own loop thread" in str(raised[0])
+
+
+def test_a_client_never_closed_stops_its_thread_when_collected(director: LocalDirector) -> None:
+    client = ShardDirectorClient(
+        director_host=director.host, director_port=director.port, shard_name="s1", tls=False
+    )
+    client.report_shard_info(Descriptor(), [])
+    thread_name = "shardclient-s1"
+    assert any(t.name == thread_name for t in threading.enumerate())
+    del client
+    gc.collect()
+    assert not any(t.name == thread_name for t in threading.enumerate())
