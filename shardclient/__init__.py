@@ -22,6 +22,7 @@ from shardclient.errors import (
     ShardClientError,
     ShardDescriptorError,
     ShardNotFoundError,
+    ShardRefusedError,
     TLSConfigurationError,
     TLSHandshakeError,
 )
@@ -56,6 +57,7 @@ __all__ = [
     "ShardClientError",
     "ShardDescriptorError",
     "ShardNotFoundError",
+    "ShardRefusedError",
     "TLSConfigurationError",
     "TLSHandshakeError",
 ]

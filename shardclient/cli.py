@@ -25,14 +25,15 @@ import anyio
 import click
 
 from shardclient.aio import AsyncShardDirectorClient
-from shardclient.config import EnvoyConfig, load_envoy_config
+from shardclient.config import load_envoy_config
 from shardclient.download import ProgressCallback
-from shardclient.envoy import Envoy, ShardRefusedError
+from shardclient.envoy import Envoy, ExperimentOutcome
 from shardclient.errors import (
     DirectorUnavailableError,
     EnvoyConfigError,
     ShardClientError,
     ShardDescriptorError,
+    ShardRefusedError,
     TLSConfigurationError,
     TLSHandshakeError,
 )
@@ -161,7 +162,30 @@ def _client(
 
 
 def _run_async(func: Callable[[], Awaitable[T]]) -> T:
-    return anyio.run(func)
+    """Run ``func()`` on a fresh event loop. SIGINT or SIGTERM cancels it (so its cleanup
+    runs: a partial download is removed, a running command stopped) and exits 130 / 143."""
+
+    async def main() -> T:
+        received: list[int] = []
+        results: list[T] = []
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with anyio.create_task_group() as group:
+
+                async def watch() -> None:
+                    async for signum in signals:
+                        logger.info("Stopping on %s", signal.Signals(signum).name)
+                        received.append(signum)
+                        group.cancel_scope.cancel()
+                        return
+
+                group.start_soon(watch)
+                results.append(await func())
+                group.cancel_scope.cancel()
+        if received:
+            raise _Exit(128 + received[0])
+        return results[0]
+
+    return anyio.run(main)
 
 
 def _emit(as_json: bool, data: dict[str, object], text: str) -> None:
@@ -231,10 +255,6 @@ def cli(context: click.Context, log_level: str | None, log_format: str) -> None:
     _setup_logging(log_level or default, log_format)
 
 
-def _load_config(path: Path) -> EnvoyConfig:
-    return load_envoy_config(path)
-
-
 @cli.command()
 @_connection_options
 @_config_option
@@ -247,45 +267,20 @@ def _load_config(path: Path) -> EnvoyConfig:
 def run(envoy_config_path: Path, workdir: Path, command: str | None, once: bool,
         **options: Any) -> None:
     """Run the envoy: register, health checks, experiments, until stopped."""
-    config = _load_config(envoy_config_path)
+    config = load_envoy_config(envoy_config_path)
     workdir.mkdir(parents=True, exist_ok=True)
     client = _client(**options)
 
-    async def main() -> int:
+    async def main() -> list[ExperimentOutcome]:
         with GpuMonitor() as monitor, _progress_display() as progress:
             async with client:
                 envoy = Envoy(client, descriptor=config.descriptor,
                               cuda_devices=config.cuda_devices, workdir=workdir,
                               command=command, monitor=monitor, progress=progress)
-                return await _until_signal(lambda: envoy.serve(once=once))
+                return await envoy.serve(once=once)
 
-    code = _run_async(main)
-    raise _Exit(code)
-
-
-async def _until_signal(work: Callable[[], Awaitable[list[object]] | Awaitable[object]]) -> int:
-    """Run ``work`` until it ends (0, or 5 when a --once command failed) or a signal comes."""
-    received: list[int] = []
-    outcome: list[object] = []
-    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with anyio.create_task_group() as group:
-
-            async def watch() -> None:
-                async for signum in signals:
-                    logger.info("Stopping on %s", signal.Signals(signum).name)
-                    received.append(signum)
-                    group.cancel_scope.cancel()
-                    return
-
-            group.start_soon(watch)
-            outcome.append(await work())
-            group.cancel_scope.cancel()
-    if received:
-        return 128 + received[0]
-    results = outcome[0] if outcome else []
-    if isinstance(results, list) and any(getattr(r, "failed", False) for r in results):
-        return EXIT_EXPERIMENT_FAILED
-    return EXIT_OK
+    outcomes = _run_async(main)
+    raise _Exit(EXIT_EXPERIMENT_FAILED if any(o.failed for o in outcomes) else EXIT_OK)
 
 
 @cli.command()
@@ -294,7 +289,7 @@ async def _until_signal(work: Callable[[], Awaitable[list[object]] | Awaitable[o
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def register(envoy_config_path: Path, as_json: bool, **options: Any) -> None:
     """Register the shard once; exit 2 when the director refuses it."""
-    config = _load_config(envoy_config_path)
+    config = load_envoy_config(envoy_config_path)
     client = _client(**options)
 
     async def main() -> None:
@@ -314,7 +309,7 @@ def register(envoy_config_path: Path, as_json: bool, **options: Any) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def health(envoy_config_path: Path, as_json: bool, **options: Any) -> None:
     """Send one health check with live GPU readings; print the director's period."""
-    config = _load_config(envoy_config_path)
+    config = load_envoy_config(envoy_config_path)
     client = _client(**options)
 
     async def main() -> int:

@@ -13,6 +13,7 @@ import collections
 import logging
 import os
 import shlex
+import signal
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable, Sequence
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
+import anyio.to_thread
 from anyio.abc import Process
 
 from shardclient.aio import AsyncShardDirectorClient
@@ -33,11 +35,12 @@ from shardclient.errors import (
     GpuInfoError,
     ShardClientError,
     ShardNotFoundError,
+    ShardRefusedError,
 )
 from shardclient.gpu import GpuMonitor
 from shardclient.messages import CudaDeviceInfo
 
-__all__ = ["Envoy", "ExperimentOutcome", "ShardRefusedError", "STDERR_TAIL"]
+__all__ = ["Envoy", "ExperimentOutcome", "STDERR_TAIL"]
 
 logger = logging.getLogger("shardclient.envoy")
 
@@ -46,15 +49,6 @@ STDERR_TAIL = 4000
 
 _FIRST_PERIOD = 10.0  # seconds between health checks until the director names its period
 _TERMINATE_GRACE = 10.0  # seconds a command gets to exit after SIGTERM before SIGKILL
-
-
-class ShardRefusedError(ShardClientError):
-    """The director refused the shard's registration (its shapes do not match)."""
-
-    def __init__(self, message: str, *, sample_shape: list[str], target_shape: list[str]) -> None:
-        super().__init__(message)
-        self.sample_shape = sample_shape
-        self.target_shape = target_shape
 
 
 @dataclass(frozen=True)
@@ -153,20 +147,22 @@ class Envoy:
     async def health_check(self) -> float:
         """Send one health check, re-registering if the director lost the shard; return the
         seconds until the next one is due."""
-        try:
-            period = await self.client.send_health_check(
+
+        async def send() -> int:
+            # NVML calls (and a first CUDA-order lookup) block: keep them off the loop
+            readings = await anyio.to_thread.run_sync(self.readings)
+            return await self.client.send_health_check(
                 envoy_name=self.client.shard_name,
                 is_experiment_running=self.is_experiment_running,
-                cuda_devices_info=self.readings(),
+                cuda_devices_info=readings,
             )
+
+        try:
+            period = await send()
         except ShardNotFoundError:
             logger.warning("The director lost shard %s; registering again", self.client.shard_name)
             await self.register()
-            period = await self.client.send_health_check(
-                envoy_name=self.client.shard_name,
-                is_experiment_running=self.is_experiment_running,
-                cuda_devices_info=self.readings(),
-            )
+            period = await send()
         self.health_checks_sent += 1
         return float(period)
 
@@ -175,7 +171,9 @@ class Envoy:
         period = _FIRST_PERIOD
         while True:
             try:
-                period = await self.health_check() or period
+                answered = await self.health_check()
+                # a period <= 0 would make a busy loop: keep the last good one
+                period = answered if answered > 0 else period
                 self._health_log.recovered()
             except ShardClientError as exc:
                 self._health_log.problem(type(exc).__name__, str(exc))
@@ -202,7 +200,13 @@ class Envoy:
             self.is_experiment_running = False
         if code != 0:
             logger.warning("Experiment %s: the command exited with %d; reporting", name, code)
-            await self.client.set_experiment_failed(name, error_code=code, error_description=tail)
+            try:
+                await self.client.set_experiment_failed(
+                    name, error_code=code, error_description=tail
+                )
+            except ShardClientError as exc:
+                # openfl 1.6 answers UNKNOWN when the experiment's aggregator never started
+                logger.warning("Experiment %s: the failure report failed: %s", name, exc)
         return ExperimentOutcome(name, archive, code)
 
     async def _run_command(self, name: str, archive: DownloadedExperiment) -> tuple[int, str]:
@@ -219,6 +223,7 @@ class Envoy:
                 stderr=subprocess.PIPE,
                 env=env,
                 cwd=self.workdir,
+                start_new_session=True,  # its own process group: stopping it stops its children
             )
         except OSError as exc:
             message = f"cannot run {self.command[0]!r}: {exc.strerror or exc}"
@@ -232,6 +237,7 @@ class Envoy:
             with anyio.CancelScope(shield=True):
                 await _terminate(process)
             raise
+        await process.aclose()
         return code, "".join(tail)[-STDERR_TAIL:]
 
     @staticmethod
@@ -276,12 +282,20 @@ class Envoy:
 
 
 async def _terminate(process: Process) -> None:
-    """Stop a command: SIGTERM, then SIGKILL if it lingers."""
-    if process.returncode is not None:
-        return
-    process.terminate()
-    with anyio.move_on_after(_TERMINATE_GRACE):
+    """Stop a command and everything it started: SIGTERM to its process group, then SIGKILL
+    if it lingers."""
+    if process.returncode is None:
+        _signal_group(process, signal.SIGTERM)
+        with anyio.move_on_after(_TERMINATE_GRACE):
+            await process.wait()
+    if process.returncode is None:
+        _signal_group(process, signal.SIGKILL)
         await process.wait()
-        return
-    process.kill()
-    await process.wait()
+    await process.aclose()
+
+
+def _signal_group(process: Process, signum: signal.Signals) -> None:
+    try:
+        os.killpg(process.pid, signum)
+    except ProcessLookupError:
+        pass

@@ -16,6 +16,7 @@ from grpclib.const import Status
 __all__ = [
     "ShardClientError",
     "ShardNotFoundError",
+    "ShardRefusedError",
     "DirectorUnavailableError",
     "DirectorTimeoutError",
     "DirectorProtocolError",
@@ -41,6 +42,15 @@ class ShardNotFoundError(ShardClientError):
         super().__init__(message)
         self.shard_name = shard_name
         self.details = details
+
+
+class ShardRefusedError(ShardClientError):
+    """The director refused the shard's registration: its shapes do not match."""
+
+    def __init__(self, message: str, *, sample_shape: list[str], target_shape: list[str]) -> None:
+        super().__init__(message)
+        self.sample_shape = sample_shape
+        self.target_shape = target_shape
 
 
 class DirectorUnavailableError(ShardClientError):

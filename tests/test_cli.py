@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -52,6 +53,22 @@ def _one_error_line(stderr: str) -> str:
     assert len(lines) == 1, stderr
     assert "Traceback" not in stderr
     return lines[0]
+
+
+def _wait_for(condition: Callable[[], bool], process: subprocess.Popen[str], what: str) -> None:
+    deadline = time.monotonic() + LIMIT
+    while not condition():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, what
+        time.sleep(0.01)  # polling for a file to appear, not asserting on timing
+
+
+def _gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except FileNotFoundError:
+        return True
+    return state in ("Z", "X")  # exited; a zombie waits only for its parent to reap it
 
 
 def test_run_once_with_a_command_that_succeeds(
@@ -121,11 +138,8 @@ def test_sigterm_during_download_removes_the_partial_file(
         writer = fifo.open("wb")  # the director reads the archive as the envoy downloads it
         writer.write(os.urandom(3 * 1024 * 1024))
         writer.flush()
-        deadline = time.monotonic() + LIMIT
-        while not any(p.suffix == ".part" for p in workdir.iterdir()):
-            assert envoy.poll() is None, envoy.communicate()
-            assert time.monotonic() < deadline, "the download never started"
-            time.sleep(0.01)  # polling for a file to appear, not asserting on timing
+        _wait_for(lambda: any(p.suffix == ".part" for p in workdir.iterdir()), envoy,
+                  "the download never started")
         envoy.send_signal(signal.SIGTERM)
         _, stderr = envoy.communicate(timeout=LIMIT)
     finally:
@@ -135,6 +149,62 @@ def test_sigterm_during_download_removes_the_partial_file(
             envoy.kill()
     assert envoy.returncode == 143, stderr
     assert "Traceback" not in stderr
+    assert list(workdir.iterdir()) == []
+
+
+def test_sigterm_during_the_command_stops_it_and_its_children(
+    director: LocalDirector, envoy_config: Path, workdir: Path, tmp_path: Path
+) -> None:
+    pids = tmp_path / "pids"
+    script = (
+        "import os, subprocess, sys, time; "
+        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)']); "
+        "open(os.environ['PIDS'], 'w').write(f'{os.getpid()} {child.pid}'); time.sleep(120)"
+    )
+    director.submit_experiment("long", b"x", ["s1"])
+    envoy = subprocess.Popen(
+        [*COMMAND, "run", *_connection(director), "-ec", str(envoy_config),
+         "--workdir", str(workdir), "--once", "--exec", f"{sys.executable} -c \"{script}\""],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
+        env={**os.environ, "PIDS": str(pids)},
+    )
+    try:
+        _wait_for(lambda: pids.exists() and len(pids.read_text().split()) == 2, envoy,
+                  "the command never started")
+        command_pid, grandchild_pid = map(int, pids.read_text().split())
+        envoy.send_signal(signal.SIGTERM)
+        _, stderr = envoy.communicate(timeout=LIMIT)
+    finally:
+        if envoy.poll() is None:
+            envoy.kill()
+    assert envoy.returncode == 143, stderr
+    assert _gone(command_pid) and _gone(grandchild_pid)
+    assert director.failures == []  # stopped by us, not failed
+
+
+def test_sigterm_during_a_one_shot_download(
+    director: LocalDirector, workdir: Path, tmp_path: Path
+) -> None:
+    fifo = tmp_path / "archive.fifo"
+    os.mkfifo(fifo)
+    workdir.mkdir()
+    director.submit_experiment("slow", fifo, ["s1"])
+    envoy = subprocess.Popen(
+        [*COMMAND, "download", *_connection(director), "slow", "--workdir", str(workdir)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
+    )
+    with fifo.open("wb") as writer:
+        writer.write(os.urandom(3 * 1024 * 1024))
+        writer.flush()
+        try:
+            _wait_for(lambda: any(p.suffix == ".part" for p in workdir.iterdir()), envoy,
+                      "the download never started")
+            envoy.send_signal(signal.SIGTERM)
+            _, stderr = envoy.communicate(timeout=LIMIT)
+        finally:
+            if envoy.poll() is None:
+                envoy.kill()
+    assert envoy.returncode == 143, stderr
     assert list(workdir.iterdir()) == []
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import anyio
 import pytest
 
-from shardclient import AsyncShardDirectorClient, GpuInfoError
-from shardclient.envoy import Envoy, ShardRefusedError
+from shardclient import AsyncShardDirectorClient, GpuInfoError, ShardRefusedError
+from shardclient.envoy import Envoy
 from shardclient.messages import CudaDeviceInfo
 from shardclient.testing import LocalDirector
 from tests.conftest import SAMPLE_SHAPE, TARGET_SHAPE, Descriptor
