@@ -37,12 +37,22 @@ def _readable_file(role: str, path: PathLike | None) -> Path:
 
 
 def _load_chain(context: ssl.SSLContext, certificate: Path, private_key: Path) -> None:
+    def no_passphrase() -> str:  # called by OpenSSL only for an encrypted key
+        raise TLSConfigurationError(
+            f"private key {private_key} is encrypted; use an unencrypted key (as OpenFL does), "
+            "since an unattended envoy cannot type a passphrase"
+        )
+
     try:
-        context.load_cert_chain(certfile=certificate, keyfile=private_key)
+        context.load_cert_chain(certfile=certificate, keyfile=private_key, password=no_passphrase)
     except ssl.SSLError as exc:
         raise TLSConfigurationError(
             f"certificate {certificate} and private key {private_key} do not form a valid "
             f"pair: {exc.reason or exc}"
+        ) from None
+    except OSError as exc:
+        raise TLSConfigurationError(
+            f"certificate {certificate} or private key {private_key} cannot be loaded: {exc}"
         ) from None
 
 

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 
 from shardclient import (
     DirectorUnavailableError,
@@ -133,4 +134,21 @@ def test_garbage_root_certificate(pki: Pki, tmp_path: Path) -> None:
         ShardDirectorClient(
             director_host="localhost", director_port=1, shard_name="s1",
             root_certificate=junk, private_key=pki.client.key, certificate=pki.client.cert,
+        )
+
+
+def test_encrypted_private_key_is_refused_without_prompting(pki: Pki, tmp_path: Path) -> None:
+    key = serialization.load_pem_private_key(pki.client.key.read_bytes(), password=None)
+    encrypted = tmp_path / "encrypted.key"
+    encrypted.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"secret"),
+        )
+    )
+    with pytest.raises(TLSConfigurationError, match="encrypted.key is encrypted"):
+        ShardDirectorClient(
+            director_host="localhost", director_port=1, shard_name="s1",
+            root_certificate=pki.ca_cert, private_key=encrypted, certificate=pki.client.cert,
         )
