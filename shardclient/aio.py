@@ -122,6 +122,14 @@ def cuda_device_messages(items: CudaDevicesInfo | None) -> list[CudaDeviceInfo]:
     return messages
 
 
+def _text(name: str, value: object, *, empty: bool = False) -> str:
+    """``value`` if it is a str (non-empty unless ``empty``), else ValueError naming it."""
+    if not isinstance(value, str) or (not empty and not value):
+        kind = "a str" if empty else "a non-empty str"
+        raise ValueError(f"{name} must be {kind}, got {value!r}")
+    return value
+
+
 class _LongPollDropped(Exception):
     """A long poll that had been waiting lost its connection: poll again, budget reset."""
 
@@ -381,7 +389,9 @@ class AsyncShardDirectorClient:
         """
         # encoded and decoded by hand (shardclient.codec): the most frequent call
         payload = encode_envoy_status(
-            envoy_name, bool(is_experiment_running), cuda_device_messages(cuda_devices_info)
+            _text("envoy_name", envoy_name),
+            bool(is_experiment_running),
+            cuda_device_messages(cuda_devices_info),
         )
 
         async def call(_: DirectorStub) -> bytes | None:
@@ -415,10 +425,10 @@ class AsyncShardDirectorClient:
         if not 0 <= error_code < 2**32:
             raise ValueError(f"error_code must fit in uint32, got {error_code!r}")
         request = SetExperimentFailedRequest(
-            experiment_name=experiment_name,
+            experiment_name=_text("experiment_name", experiment_name),
             collaborator_name=self.shard_name,
             error_code=error_code,
-            error_description=error_description,
+            error_description=_text("error_description", error_description, empty=True),
         )
         await self._unary(
             "SetExperimentFailed",
@@ -433,7 +443,8 @@ class AsyncShardDirectorClient:
         arrive within ``timeout`` seconds and be at most ``max_message_size`` bytes.
         """
         request = GetExperimentDataRequest(
-            experiment_name=experiment_name, collaborator_name=self.shard_name
+            experiment_name=_text("experiment_name", experiment_name),
+            collaborator_name=self.shard_name,
         )
         what = "GetExperimentData"
         timeout = self.options.timeout

@@ -8,7 +8,7 @@ import hashlib
 import inspect
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -286,3 +286,22 @@ def test_a_client_never_closed_stops_its_thread_when_collected(director: LocalDi
     del client
     gc.collect()
     assert not any(t.name == thread_name for t in threading.enumerate())
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda c: c.send_health_check(envoy_name=None, is_experiment_running=False),
+         "envoy_name must be a non-empty str"),
+        (lambda c: c.set_experiment_failed("", 1), "experiment_name must be a non-empty str"),
+        (lambda c: c.set_experiment_failed("e", 1, b"bytes"), "error_description must be a str"),
+        (lambda c: list(c.get_experiment_data(3)), "experiment_name must be a non-empty str"),
+    ],
+)
+def test_bad_arguments_are_named(
+    client: ShardDirectorClient, director: LocalDirector,
+    call: Callable[[ShardDirectorClient], object], message: str,
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        call(client)
+    assert director.failures == []
