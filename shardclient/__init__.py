@@ -1,6 +1,6 @@
 """shardclient: a typed client for OpenFL's director, as an envoy uses it."""
 
-from shardclient.aio import AsyncShardDirectorClient
+from shardclient.aio import AsyncShardDirectorClient, CudaDevicesInfo
 from shardclient.client import ShardDirectorClient
 from shardclient.config import EnvoyConfig, load_envoy_config
 from shardclient.descriptor import (
@@ -9,7 +9,7 @@ from shardclient.descriptor import (
     descriptor_from_shard_info,
     shard_info_from_descriptor,
 )
-from shardclient.download import DownloadedExperiment, archive_filename
+from shardclient.download import DownloadedExperiment, ProgressCallback, archive_filename
 from shardclient.errors import (
     ClientClosedError,
     CorruptExperimentDataError,
@@ -36,6 +36,8 @@ __all__ = [
     "RetryPolicy",
     "GpuMonitor",
     "DownloadedExperiment",
+    "ProgressCallback",
+    "CudaDevicesInfo",
     "archive_filename",
     "ShardDescriptor",
     "StaticShardDescriptor",
