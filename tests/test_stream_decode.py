@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import cast
 
 import pytest
+from grpclib.exceptions import ProtocolError
 from grpclib.protocol import Buffer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -94,7 +95,10 @@ async def _both(body: bytes, cuts: list[int]) -> None:
     except Exception as exc:  # noqa: BLE001
         got = exc
     if isinstance(expected, Exception):
-        assert type(got) is type(expected) and str(got) == str(expected)
+        # betterproto's error, wrapped so that the client maps it to DirectorProtocolError
+        assert isinstance(got, ProtocolError), got
+        assert str(got) == f"malformed ExperimentData message: {expected}"
+        assert type(got.__cause__) is type(expected)
     else:
         assert isinstance(got, ExperimentData), got
         assert _state(got) == _state(expected)
