@@ -39,7 +39,7 @@ from typing import Final, SupportsIndex, cast
 
 import yaml
 
-from shardclient.descriptor import ShardDescriptor, shard_info_from_descriptor
+from shardclient.descriptor import ShardDescriptor, describe_value, shard_info_from_descriptor
 from shardclient.errors import EnvoyConfigError
 from shardclient.messages import CudaDeviceInfo, ShardInfo
 
@@ -76,13 +76,6 @@ class EnvoyConfig:
         )
 
 
-def _show(value: object) -> str:
-    text = repr(value)
-    if len(text) > 80:
-        text = text[:77] + "..."
-    return f"{text} ({type(value).__name__})"
-
-
 class _Checker:
     """Reads typed values out of the parsed YAML; every failure names the file and the key."""
 
@@ -99,10 +92,10 @@ class _Checker:
         if value is None:
             return {}
         if not isinstance(value, dict):
-            raise self.error(key, f"expected a mapping, got {_show(value)}")
+            raise self.error(key, f"expected a mapping, got {describe_value(value)}")
         for name in value:
             if not isinstance(name, str):
-                raise self.error(key, f"keys must be strings, got {_show(name)}")
+                raise self.error(key, f"keys must be strings, got {describe_value(name)}")
         return dict(value)
 
     def missing(self, key: str, expected: str, siblings: Mapping[str, object]) -> EnvoyConfigError:
@@ -117,7 +110,7 @@ class _Checker:
         if value is None:
             return default
         if not isinstance(value, bool):
-            raise self.error(f"{prefix}.{key}", f"expected true or false, got {_show(value)}")
+            raise self.error(f"{prefix}.{key}", f"expected true or false, got {describe_value(value)}")
         return value
 
     def cuda_devices(self, section: Mapping[str, object]) -> tuple[int, ...]:
@@ -126,11 +119,11 @@ class _Checker:
         if value is None:
             return ()
         if not isinstance(value, list):
-            raise self.error(key, f"expected a list of CUDA indices, got {_show(value)}")
+            raise self.error(key, f"expected a list of CUDA indices, got {describe_value(value)}")
         for i, item in enumerate(value):
             if isinstance(item, bool) or not isinstance(item, int) or item < 0:
                 raise self.error(
-                    f"{key}[{i}]", f"expected a CUDA index (an integer >= 0), got {_show(item)}"
+                    f"{key}[{i}]", f"expected a CUDA index (an integer >= 0), got {describe_value(item)}"
                 )
         return tuple(value)
 
@@ -138,10 +131,10 @@ class _Checker:
         """'package.module.Class' split into the module and the class name."""
         value = section.get("template")
         if not isinstance(value, str) or not value:
-            raise self.error(key, f"expected 'module.Class', got {_show(value)}")
+            raise self.error(key, f"expected 'module.Class', got {describe_value(value)}")
         module, _, name = value.rpartition(".")
         if not module or not all(part.isidentifier() for part in value.split(".")):
-            raise self.error(key, f"expected 'module.Class', got {_show(value)}")
+            raise self.error(key, f"expected 'module.Class', got {describe_value(value)}")
         return module, name
 
 
@@ -242,7 +235,7 @@ def _build_descriptor(
         if factory is _ABSENT:
             raise check.error(key, f"module {module_name!r} has no attribute {class_name!r}")
         if not callable(factory):
-            raise check.error(key, f"{template} is not callable, got {_show(factory)}")
+            raise check.error(key, f"{template} is not callable, got {describe_value(factory)}")
         try:
             descriptor: object = factory(**params)
         except Exception as exc:

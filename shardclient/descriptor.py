@@ -76,7 +76,7 @@ class StaticShardDescriptorDict(TypedDict):
 _DICT_KEYS: Final = ("sample_shape", "target_shape", "dataset_description", "n_samples")
 
 
-def _show(value: object) -> str:
+def describe_value(value: object) -> str:
     """The value and its type for an error message, cut short when long."""
     text = repr(value)
     if len(text) > 80:
@@ -116,7 +116,7 @@ def _dimension(value: object, where: str) -> int:
     if number is None or not 0 <= number <= MAX_DIMENSION:
         raise ShardDescriptorError(
             f"{where}: expected a non-negative integer or a string of decimal digits, "
-            f"got {_show(value)}"
+            f"got {describe_value(value)}"
         )
     return number
 
@@ -124,9 +124,9 @@ def _dimension(value: object, where: str) -> int:
 def _items(value: object, where: str, what: str) -> list[object]:
     """The elements of a sequence-like value; a bare str/bytes/int/mapping/set is refused."""
     if value is None or isinstance(value, _NOT_A_SEQUENCE):
-        raise ShardDescriptorError(f"{where}: expected a sequence of {what}, got {_show(value)}")
+        raise ShardDescriptorError(f"{where}: expected a sequence of {what}, got {describe_value(value)}")
     if not isinstance(value, Iterable):
-        raise ShardDescriptorError(f"{where}: expected a sequence of {what}, got {_show(value)}")
+        raise ShardDescriptorError(f"{where}: expected a sequence of {what}, got {describe_value(value)}")
     return list(value)
 
 
@@ -138,7 +138,7 @@ def _shape(value: object, where: str) -> tuple[int, ...]:
 
 def _description(value: object) -> str:
     if not isinstance(value, str):
-        raise ShardDescriptorError(f"dataset_description: expected a string, got {_show(value)}")
+        raise ShardDescriptorError(f"dataset_description: expected a string, got {describe_value(value)}")
     return value
 
 
@@ -149,7 +149,7 @@ def _n_samples(value: object) -> int | None:
     number = _as_int(value)
     if number is None or not 0 <= number <= _UINT64_MAX:
         raise ShardDescriptorError(
-            f"n_samples: expected None or a non-negative integer, got {_show(value)}"
+            f"n_samples: expected None or a non-negative integer, got {describe_value(value)}"
         )
     return number
 
@@ -159,7 +159,7 @@ def _cuda_index(value: object, where: str) -> int:
     if number is None or not 0 <= number <= _UINT64_MAX:
         raise ShardDescriptorError(
             f"{where}: expected a CUDA index (an integer >= 0) or a CudaDeviceInfo, "
-            f"got {_show(value)}"
+            f"got {describe_value(value)}"
         )
     return number
 
@@ -179,7 +179,7 @@ def _cuda_devices(value: object) -> list[CudaDeviceInfo]:
 
 def _shard_name(value: object) -> str:
     if not isinstance(value, str) or not value:
-        raise ShardDescriptorError(f"shard_name: expected a non-empty string, got {_show(value)}")
+        raise ShardDescriptorError(f"shard_name: expected a non-empty string, got {describe_value(value)}")
     return value
 
 
@@ -258,7 +258,7 @@ class StaticShardDescriptor:
     def from_dict(cls, data: Mapping[str, object]) -> StaticShardDescriptor:
         """The reverse of to_dict (e.g. after json.loads); unknown keys are refused as typos."""
         if not isinstance(data, Mapping):
-            raise ShardDescriptorError(f"expected a mapping, got {_show(data)}")
+            raise ShardDescriptorError(f"expected a mapping, got {describe_value(data)}")
         unknown = sorted(repr(key) for key in data if key not in _DICT_KEYS)
         if unknown:
             raise ShardDescriptorError(
@@ -302,7 +302,7 @@ def shard_info_from_descriptor(
 def descriptor_from_shard_info(info: ShardInfo) -> StaticShardDescriptor:
     """The descriptor a ShardInfo describes; n_samples 0 (proto3's "unset") reads back as None."""
     if not isinstance(info, ShardInfo):
-        raise ShardDescriptorError(f"expected a ShardInfo, got {_show(info)}")
+        raise ShardDescriptorError(f"expected a ShardInfo, got {describe_value(info)}")
     return StaticShardDescriptor(
         info.sample_shape,
         info.target_shape,

@@ -8,6 +8,7 @@ import threading
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -39,42 +40,27 @@ def any_director(request: pytest.FixtureRequest) -> RunningDirector:
     return running
 
 
+def _connection(director: RunningDirector, shard_name: str) -> dict[str, Any]:
+    """Constructor arguments for either client: plain, or the envoy's mTLS files."""
+    arguments: dict[str, Any] = {
+        "director_host": director.host,
+        "director_port": director.port,
+        "shard_name": shard_name,
+        "tls": director.certs is not None,
+    }
+    if director.certs is not None:
+        arguments["root_certificate"] = director.certs.root_certificate
+        arguments["private_key"] = director.certs.private_key
+        arguments["certificate"] = director.certs.certificate
+    return arguments
+
+
 def sync_client(director: RunningDirector, shard_name: str) -> ShardDirectorClient:
-    if director.certs is None:
-        return ShardDirectorClient(
-            director_host=director.host,
-            director_port=director.port,
-            shard_name=shard_name,
-            tls=False,
-        )
-    return ShardDirectorClient(
-        director_host=director.host,
-        director_port=director.port,
-        shard_name=shard_name,
-        tls=True,
-        root_certificate=director.certs.root_certificate,
-        private_key=director.certs.private_key,
-        certificate=director.certs.certificate,
-    )
+    return ShardDirectorClient(**_connection(director, shard_name))
 
 
 def async_client(director: RunningDirector, shard_name: str) -> AsyncShardDirectorClient:
-    if director.certs is None:
-        return AsyncShardDirectorClient(
-            director_host=director.host,
-            director_port=director.port,
-            shard_name=shard_name,
-            tls=False,
-        )
-    return AsyncShardDirectorClient(
-        director_host=director.host,
-        director_port=director.port,
-        shard_name=shard_name,
-        tls=True,
-        root_certificate=director.certs.root_certificate,
-        private_key=director.certs.private_key,
-        certificate=director.certs.certificate,
-    )
+    return AsyncShardDirectorClient(**_connection(director, shard_name))
 
 
 def unique(prefix: str) -> str:
