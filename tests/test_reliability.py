@@ -21,6 +21,7 @@ from grpclib.server import Server
 from shardclient import (
     AsyncShardDirectorClient,
     DirectorRPCError,
+    DirectorUnavailableError,
     DownloadedExperiment,
     RetryPolicy,
     ShardDirectorClient,
@@ -34,6 +35,7 @@ from shardclient.messages import (
     UpdateEnvoyStatusRequest,
     UpdateEnvoyStatusResponse,
 )
+from shardclient.retry import call_with_retry
 from shardclient.testing import CHUNK_SIZE, LocalDirector
 from tests.conftest import SAMPLE_SHAPE, TARGET_SHAPE, Descriptor
 
@@ -128,6 +130,57 @@ async def test_stream_is_retried_before_its_first_chunk() -> None:
         server.close()
         await server.wait_closed()
     assert chunks == [b"abc"] and service.calls == 3
+
+
+@pytest.mark.anyio
+async def test_retries_stop_after_max_attempts_with_the_last_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    attempts: list[int] = []
+
+    async def call() -> int:
+        attempts.append(len(attempts) + 1)
+        raise DirectorUnavailableError(f"refused {len(attempts)}", address="here:1")
+
+    policy = RetryPolicy(max_attempts=3, initial_delay=0, max_delay=0, jitter=0)
+    with caplog.at_level(logging.WARNING, logger="shardclient.retry"):
+        with pytest.raises(DirectorUnavailableError, match="refused 3"):
+            await call_with_retry(policy, "Op", call)
+    assert attempts == [1, 2, 3]
+    warnings = [r.getMessage() for r in caplog.records]
+    assert [w.split(":")[0] for w in warnings] == [
+        "Op failed (attempt 1)", "Op failed (attempt 2)"
+    ]
+
+
+@pytest.mark.anyio
+async def test_total_timeout_counts_from_the_first_attempt() -> None:
+    attempts = 0
+
+    async def call() -> int:
+        nonlocal attempts
+        attempts += 1
+        await anyio.sleep(0.05)  # longer than the whole budget: no second attempt may start
+        raise DirectorUnavailableError("refused", address="here:1")
+
+    policy = RetryPolicy(max_attempts=5, initial_delay=0, max_delay=0, jitter=0,
+                         total_timeout=0.01)
+    with pytest.raises(DirectorUnavailableError):
+        await call_with_retry(policy, "Op", call)
+    assert attempts == 1
+
+
+@pytest.mark.anyio
+async def test_a_first_attempt_that_succeeds_runs_once() -> None:
+    attempts = 0
+
+    async def call() -> str:
+        nonlocal attempts
+        attempts += 1
+        return "ok"
+
+    assert await call_with_retry(RetryPolicy(), "Op", call) == "ok"
+    assert attempts == 1
 
 
 def test_retry_policy_rejects_bad_values() -> None:
