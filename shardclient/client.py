@@ -1,12 +1,11 @@
 """ShardDirectorClient: the thread-safe sync facade, signature-compatible with OpenFL's.
 
-Each call runs the AsyncShardDirectorClient's coroutine on one event-loop thread owned
-by this object (a LoopThread); no protocol logic lives here.
+Each call runs the AsyncShardDirectorClient's coroutine on one event loop owned by this
+object, run by the calling threads in turn (a SharedLoop); no protocol logic lives here.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import os
 import threading
 import weakref
@@ -19,7 +18,7 @@ from shardclient.aio import AsyncShardDirectorClient, CudaDevicesInfo
 from shardclient.descriptor import ShardDescriptor
 from shardclient.download import DownloadedExperiment, ProgressCallback
 from shardclient.errors import ClientClosedError
-from shardclient.loopthread import LoopThread
+from shardclient.sharedloop import LoopStoppedError, SharedLoop
 from shardclient.messages import CudaDeviceInfo, DirectorStub, ExperimentData
 from shardclient.options import (
     DEFAULT_KEEPALIVE_TIME,
@@ -34,19 +33,13 @@ __all__ = ["ShardDirectorClient"]
 
 T = TypeVar("T")
 
-_CLEANUP_WAIT = 30.0
-"""Seconds an interrupted call may take to clean up before the interrupt propagates."""
-
-_START_WAIT = 0.5
-"""Seconds to wait for an interrupted call to start (it may already be queued)."""
-
-
 class ShardDirectorClient:
     """Drop-in for ``openfl.transport.grpc.director_client.ShardDirectorClient``.
 
-    One connection serves calls from any number of threads at once. ``close()`` (or
-    leaving a ``with`` block) ends calls still blocked in other threads with
-    ClientClosedError and leaves no thread, socket or loop behind.
+    One connection serves calls from any number of threads at once; no thread of its own
+    runs in the background (a calling thread runs the event loop while it waits).
+    ``close()`` (or leaving a ``with`` block) ends calls still blocked in other threads
+    with ClientClosedError and leaves no socket or loop behind.
     """
 
     def __init__(
@@ -81,10 +74,10 @@ class ShardDirectorClient:
         )
         self.shard_name = shard_name
         self._lock = threading.Lock()
-        self._loop: LoopThread | None = LoopThread(name=f"shardclient-{shard_name}")
-        # a client never closed (as OpenFL code never closes its client) still stops its
-        # loop thread when it is collected or the interpreter exits
-        self._finalizer = weakref.finalize(self, self._loop.stop)
+        self._loop: SharedLoop | None = SharedLoop()
+        # a client never closed (as OpenFL code never closes its client) still closes its
+        # connection and loop when it is collected or the interpreter exits
+        self._finalizer = weakref.finalize(self, _close_quietly, self._loop, self._aio)
 
     @property
     def aio(self) -> AsyncShardDirectorClient:
@@ -101,45 +94,27 @@ class ShardDirectorClient:
         return self._call(get)
 
     def _call(self, func: Callable[[], Awaitable[T]]) -> T:
-        """Run ``func()`` on the loop thread and wait for it.
+        """Run ``func()`` on the client's loop and wait for it.
 
-        A KeyboardInterrupt (or other exception raised in this thread while waiting) cancels
-        the call and waits for its cleanup, e.g. a partial download's removal, before it
-        propagates.
+        Ctrl-C (or another exception raised in this thread while waiting) cancels the call
+        and waits for its cleanup, e.g. a partial download's removal, before it propagates.
         """
         loop = self._loop
         if loop is None:
             raise ClientClosedError(f"client for {self._aio.address} is closed")
-        if loop.in_loop_thread():
+        if loop.in_loop():
             raise RuntimeError(
-                "ShardDirectorClient methods cannot be called from its own loop thread "
-                "(e.g. from a download progress callback): that would wait on itself"
+                "ShardDirectorClient methods cannot be called from code running on its own "
+                "event loop (e.g. from a download progress callback): that would wait on itself"
             )
-        started = threading.Event()
-        finished = threading.Event()
 
         async def run() -> T:
-            started.set()
-            try:
-                return await func()
-            finally:
-                finished.set()
+            return await func()
 
         try:
-            future = loop.submit(run())
-        except RuntimeError as exc:  # the loop stopped between the check and the call
-            raise ClientClosedError(f"client for {self._aio.address} is closed") from exc
-        try:
-            return future.result()
-        except concurrent.futures.CancelledError as exc:
+            return loop.run(run())
+        except LoopStoppedError as exc:
             raise ClientClosedError(f"client for {self._aio.address} was closed") from exc
-        except BaseException:
-            if not future.done():
-                future.cancel()
-                # a task cancelled before it started has nothing to clean up
-                if started.wait(_START_WAIT):
-                    finished.wait(_CLEANUP_WAIT)
-            raise
 
     def report_shard_info(
         self,
@@ -179,7 +154,8 @@ class ShardDirectorClient:
     ) -> DownloadedExperiment:
         """Download the archive into ``dest_dir``; see AsyncShardDirectorClient's method.
 
-        ``progress`` runs on the client's loop thread: keep it quick.
+        ``progress`` runs on the client's event loop: keep it quick, and do not call this
+        client from it.
         """
         return self._call(
             lambda: self._aio.download_experiment(experiment_name, dest_dir, progress=progress)
@@ -210,19 +186,16 @@ class ShardDirectorClient:
         )
 
     def close(self) -> None:
-        """Close the connection and stop the loop thread; safe to call more than once."""
+        """Close the connection and the event loop; safe to call more than once."""
         with self._lock:
             loop = self._loop
             if loop is None:
                 return
-            if loop.in_loop_thread():
-                raise RuntimeError("close() cannot be called from the client's own loop thread")
+            if loop.in_loop():
+                raise RuntimeError("close() cannot be called from the client's own event loop")
             self._loop = None
             self._finalizer.detach()
-            try:
-                loop.submit(self._aio.close()).result()
-            finally:
-                loop.stop()
+            _close_quietly(loop, self._aio)
 
     def __enter__(self) -> ShardDirectorClient:
         return self
@@ -234,3 +207,14 @@ class ShardDirectorClient:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _close_quietly(loop: SharedLoop, aio: AsyncShardDirectorClient) -> None:
+    """Close ``aio``'s connection on ``loop``, then the loop (also run by the finalizer)."""
+    try:
+        if not loop.in_loop():
+            loop.run(aio.close())
+    except LoopStoppedError:
+        pass
+    finally:
+        loop.stop()

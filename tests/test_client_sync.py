@@ -273,19 +273,31 @@ def test_calls_from_the_progress_callback_fail_instead_of_deadlocking(
             raised.append(exc)
 
     client.download_experiment("exp", tmp_path, progress=progress)
-    assert len(raised) == 1 and "own loop thread" in str(raised[0])
+    assert len(raised) == 1 and "own event loop" in str(raised[0])
 
 
-def test_a_client_never_closed_stops_its_thread_when_collected(director: LocalDirector) -> None:
+def test_a_client_never_closed_closes_its_connection_when_collected(
+    director: LocalDirector, no_thread_leak: None
+) -> None:
     client = ShardDirectorClient(
         director_host=director.host, director_port=director.port, shard_name="s1", tls=False
     )
     client.report_shard_info(Descriptor(), [])
-    thread_name = "shardclient-s1"
-    assert any(t.name == thread_name for t in threading.enumerate())
+    aio = client.aio
+    assert not aio.closed
     del client
     gc.collect()
-    assert not any(t.name == thread_name for t in threading.enumerate())
+    assert aio.closed
+
+
+def test_no_background_thread_between_calls(director: LocalDirector) -> None:
+    before = set(threading.enumerate())
+    with ShardDirectorClient(
+        director_host=director.host, director_port=director.port, shard_name="s1", tls=False
+    ) as client:
+        client.report_shard_info(Descriptor(), [])
+        client.send_health_check(envoy_name="s1", is_experiment_running=False)
+        assert set(threading.enumerate()) == before
 
 
 @pytest.mark.parametrize(

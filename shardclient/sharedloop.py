@@ -1,0 +1,251 @@
+"""SharedLoop: one asyncio event loop that the threads calling into it take turns to run.
+
+The sync client needs one loop for its connection, callable from any thread. A loop in a
+thread of its own costs two thread hand-offs per call: measured against a grpcio server,
+0.3-0.6 ms of a 1.7 ms health check on two cores. Here the calling thread runs the loop
+itself while its call is in flight. Calls from other threads meanwhile are run by that
+thread, and the turn passes to one of them when its own call is done, so every pending
+call always has a thread running the loop. Between calls nobody runs it: the connection
+only needs attention while a call is in flight (keepalive pings are per call).
+
+On the main thread, Ctrl-C cancels the call in flight, waits for its cleanup (a partial
+download's removal, say) and then raises KeyboardInterrupt, as ``asyncio.run`` does; a
+second Ctrl-C raises at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import threading
+from collections.abc import Coroutine
+from types import FrameType
+from typing import Any, Generic, TypeVar, cast
+
+__all__ = ["LoopStoppedError", "SharedLoop"]
+
+T = TypeVar("T")
+
+_CLEANUP_WAIT = 30.0
+"""Seconds a call interrupted by an exception in its caller may take to clean up."""
+
+
+class LoopStoppedError(RuntimeError):
+    """The loop was stopped before or while the call ran."""
+
+
+class _Call(Generic[T]):
+    """One coroutine submitted to the loop, and its outcome once ``done``."""
+
+    __slots__ = ("coroutine", "task", "done", "result", "error", "cancel_requested",
+                 "interrupted")
+
+    def __init__(self, coroutine: Coroutine[Any, Any, T]) -> None:
+        self.coroutine = coroutine
+        self.task: asyncio.Task[None] | None = None
+        self.done = False
+        self.result: T | None = None
+        self.error: BaseException | None = None
+        self.cancel_requested = False
+        self.interrupted = False
+
+
+class SharedLoop:
+    """An event loop run by whichever thread is waiting on it; see the module docstring."""
+
+    def __init__(self) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._cond = threading.Condition(threading.Lock())
+        self._driver: _Call[Any] | None = None  # the call whose thread runs the loop now
+        self._stopping = False
+        self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        """True once stop() released the loop."""
+        return self._closed
+
+    def in_loop(self) -> bool:
+        """Whether the caller is code running on this loop (where waiting on it deadlocks)."""
+        return _running_loop() is self._loop
+
+    # --- in the loop -------------------------------------------------------------------
+
+    def _start(self, call: _Call[Any]) -> None:
+        if call.cancel_requested:
+            call.coroutine.close()
+            call.error = LoopStoppedError("the call was cancelled before it started")
+            self._finish(call)
+        else:
+            call.task = self._loop.create_task(self._run(call))
+
+    async def _run(self, call: _Call[T]) -> None:
+        try:
+            call.result = await call.coroutine
+        except BaseException as exc:  # noqa: BLE001 - handed to the calling thread
+            call.error = exc
+        finally:
+            self._finish(call)
+
+    def _finish(self, call: _Call[Any]) -> None:
+        with self._cond:
+            call.done = True
+            if self._driver is call:
+                self._loop.stop()  # the caller's own turn ends with its call
+            else:
+                self._cond.notify_all()
+
+    def _cancel(self, call: _Call[Any]) -> None:
+        call.cancel_requested = True
+        if call.task is not None:
+            call.task.cancel()
+
+    # --- in the calling threads ----------------------------------------------------------
+
+    def _submit(self, coroutine: Coroutine[Any, Any, T], *, stopping: bool = False) -> _Call[T]:
+        call = _Call(coroutine)
+        with self._cond:
+            if self._closed or (self._stopping and not stopping):
+                coroutine.close()
+                raise LoopStoppedError("the event loop was stopped")
+            if self._driver is None:
+                self._loop.call_soon(self._start, call)  # nobody runs the loop right now
+            else:
+                self._loop.call_soon_threadsafe(self._start, call)
+        return call
+
+    def _wait(self, call: _Call[Any], timeout: float | None = None) -> None:
+        """Until ``call`` is done: run the loop when nobody else does, else sleep."""
+        deadline = None if timeout is None else self._loop.time() + timeout
+        with self._cond:
+            while not call.done:
+                remaining = None if deadline is None else deadline - self._loop.time()
+                if remaining is not None and remaining <= 0:
+                    return
+                if self._driver is not None:
+                    self._cond.wait(remaining)
+                    continue
+                self._driver = call
+                self._cond.release()
+                timer = None
+                try:
+                    if remaining is not None:
+                        timer = self._loop.call_later(remaining, self._loop.stop)
+                    self._loop.run_forever()
+                finally:
+                    if timer is not None:
+                        timer.cancel()
+                    self._cond.acquire()
+                    self._driver = None
+                    self._cond.notify_all()  # the turn passes to a thread still waiting
+
+    def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        """Run ``coroutine`` on the loop from any thread and return its result.
+
+        LoopStoppedError when the loop was (or gets) stopped. An exception raised in this
+        thread while waiting cancels the call and gives it time to clean up first.
+        """
+        if self.in_loop():
+            coroutine.close()
+            raise RuntimeError("cannot wait on the event loop from code running on it")
+        call = self._submit(coroutine)
+        try:
+            with _sigint_cancels(self, call):
+                if _running_loop() is None:
+                    self._wait(call)
+                else:
+                    # another event loop runs in this thread: a helper thread takes the turns
+                    helper = threading.Thread(
+                        target=self._wait, args=(call,), name="shardclient-loop", daemon=True
+                    )
+                    helper.start()
+                    helper.join()
+        except BaseException:
+            self._loop.call_soon_threadsafe(self._cancel, call)
+            if not call.interrupted and _running_loop() is None:
+                self._wait(call, _CLEANUP_WAIT)
+            raise
+        if call.interrupted:
+            raise KeyboardInterrupt
+        if call.error is not None:
+            if isinstance(call.error, asyncio.CancelledError) and self._stopping:
+                raise LoopStoppedError("the call was cancelled: the loop was stopped")
+            raise call.error
+        return cast(T, call.result)  # set: the call ended without an error
+
+    def stop(self) -> None:
+        """Cancel the calls still running, then close the loop (idempotent, any thread).
+
+        From code running on the loop itself the loop is only marked stopping; a thread
+        finishes the job once the current turn ends.
+        """
+        with self._cond:
+            if self._stopping:
+                return
+            self._stopping = True
+        if self.in_loop():  # the running turn must end first: finish in another thread
+            threading.Thread(target=self._shut_down, name="shardclient-loop").start()
+        elif _running_loop() is not None:  # another loop runs here: shut down beside it
+            helper = threading.Thread(target=self._shut_down, name="shardclient-loop")
+            helper.start()
+            helper.join()
+        else:
+            self._shut_down()
+
+    def _shut_down(self) -> None:
+        self._wait(self._submit(self._cancel_all(), stopping=True))
+        with self._cond:
+            while self._driver is not None:
+                self._cond.wait()
+            self._closed = True
+        loop = self._loop
+        try:
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.run_until_complete(loop.shutdown_default_executor())
+        finally:
+            loop.close()
+
+    async def _cancel_all(self) -> None:
+        current = asyncio.current_task()
+        tasks = [task for task in asyncio.all_tasks() if task is not current]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+class _sigint_cancels:  # noqa: N801 - used like a function
+    """While a main-thread caller waits: Ctrl-C cancels its call instead of raising mid-loop.
+
+    Only where SIGINT has Python's default handler; restored unless someone replaced it.
+    """
+
+    __slots__ = ("shared", "call", "previous")
+
+    def __init__(self, shared: SharedLoop, call: _Call[Any]) -> None:
+        self.shared = shared
+        self.call = call
+        self.previous: object = None
+
+    def __enter__(self) -> None:
+        if (
+            threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        ):
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.call.interrupted or self.call.done:
+            raise KeyboardInterrupt
+        self.call.interrupted = True
+        self.shared._loop.call_soon_threadsafe(self.shared._cancel, self.call)
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.previous is not None and signal.getsignal(signal.SIGINT) == self._handle:
+            signal.signal(signal.SIGINT, signal.default_int_handler)

@@ -1,0 +1,149 @@
+"""SharedLoop: calling threads take turns running one event loop; no call is ever stranded."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from shardclient.sharedloop import LoopStoppedError, SharedLoop
+
+WAIT = 10.0  # generous bound on any thread join: only a deadlock reaches it
+
+
+@pytest.fixture
+def shared() -> Iterator[SharedLoop]:
+    loop = SharedLoop()
+    yield loop
+    loop.stop()
+
+
+class Gate:
+    """A waiting point inside the loop that another thread opens."""
+
+    def __init__(self, shared: SharedLoop) -> None:
+        self.shared = shared
+        self.entered = threading.Event()
+        self.future: asyncio.Future[str] | None = None
+
+    async def wait(self, value: str) -> str:
+        self.future = asyncio.get_running_loop().create_future()
+        self.entered.set()
+        await self.future
+        return value
+
+    def open(self) -> None:
+        assert self.entered.wait(WAIT)
+        future = self.future
+        assert future is not None
+        future.get_loop().call_soon_threadsafe(future.set_result, "")
+
+
+def run_in_thread(shared: SharedLoop, gate: Gate, value: str) -> tuple[threading.Thread, list[object]]:
+    outcome: list[object] = []
+
+    def target() -> None:
+        try:
+            outcome.append(shared.run(gate.wait(value)))
+        except BaseException as exc:  # noqa: BLE001 - recorded for the assertion
+            outcome.append(exc)
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    return thread, outcome
+
+
+def test_results_and_errors_reach_the_caller(shared: SharedLoop) -> None:
+    async def answer() -> int:
+        await asyncio.sleep(0)
+        return 42
+
+    async def fail() -> None:
+        raise ValueError("bad value")
+
+    assert shared.run(answer()) == 42
+    with pytest.raises(ValueError, match="bad value"):
+        shared.run(fail())
+    assert shared.run(answer()) == 42
+
+
+def test_the_turn_passes_to_a_thread_still_waiting(shared: SharedLoop) -> None:
+    first, second = Gate(shared), Gate(shared)
+    a, a_outcome = run_in_thread(shared, first, "a")
+    assert first.entered.wait(WAIT)  # a runs the loop now
+    b, b_outcome = run_in_thread(shared, second, "b")
+    assert second.entered.wait(WAIT)  # b's call started on a's turn
+    first.open()  # a's call ends while b's is still pending: b must take over the loop
+    a.join(WAIT)
+    assert a_outcome == ["a"]
+    second.open()
+    b.join(WAIT)
+    assert not b.is_alive() and b_outcome == ["b"]
+
+
+def test_stop_ends_calls_in_flight(shared: SharedLoop) -> None:
+    gate = Gate(shared)
+    thread, outcome = run_in_thread(shared, gate, "never")
+    assert gate.entered.wait(WAIT)
+    shared.stop()
+    thread.join(WAIT)
+    assert not thread.is_alive()
+    assert len(outcome) == 1 and isinstance(outcome[0], LoopStoppedError)
+    assert shared.closed
+    with pytest.raises(LoopStoppedError):
+        shared.run(asyncio.sleep(0))
+
+
+def test_code_on_the_loop_cannot_wait_on_it(shared: SharedLoop) -> None:
+    async def nested() -> str:
+        inner = asyncio.sleep(0)
+        with pytest.raises(RuntimeError, match="running on it"):
+            shared.run(inner)
+        return "refused"
+
+    assert shared.run(nested()) == "refused"
+
+
+def test_a_thread_running_another_loop_can_call(shared: SharedLoop) -> None:
+    async def value() -> str:
+        return "from the shared loop"
+
+    async def notebook_cell() -> str:
+        return shared.run(value())
+
+    assert asyncio.run(notebook_cell()) == "from the shared loop"
+
+
+def test_ctrl_c_cancels_the_call_and_waits_for_its_cleanup(shared: SharedLoop) -> None:
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("Ctrl-C reaches the main thread only")
+    cleaned = threading.Event()
+    started = threading.Event()
+
+    async def long_call() -> None:
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await asyncio.sleep(0)  # cleanup that itself needs the loop
+            cleaned.set()
+
+    def press_ctrl_c() -> None:
+        assert started.wait(WAIT)
+        signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
+
+    presser = threading.Thread(target=press_ctrl_c)
+    presser.start()
+    with pytest.raises(KeyboardInterrupt):
+        shared.run(long_call())
+    presser.join(WAIT)
+    assert cleaned.is_set()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+    async def still_works() -> str:
+        return "ok"
+
+    assert shared.run(still_works()) == "ok"
