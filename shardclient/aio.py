@@ -57,7 +57,7 @@ from shardclient.options import (
     ClientOptions,
 )
 from shardclient.retry import RetryPolicy, call_with_retry, is_retryable
-from shardclient.stream import DataStream, recv_chunk
+from shardclient.stream import DataStream, RawChunk, recv_chunk, recv_raw_chunk
 from shardclient.tls import PathLike, client_ssl_context
 
 __all__ = ["AsyncShardDirectorClient", "CudaDevicesInfo"]
@@ -65,6 +65,7 @@ __all__ = ["AsyncShardDirectorClient", "CudaDevicesInfo"]
 logger = logging.getLogger("shardclient")
 
 T = TypeVar("T")
+M = TypeVar("M")
 
 CudaDevicesInfo = Iterable[Union[CudaDeviceInfo, Mapping[str, object]]]
 """Health-check GPU readings: CudaDeviceInfo messages, or OpenFL's dicts of the same fields."""
@@ -435,13 +436,21 @@ class AsyncShardDirectorClient:
             lambda stub: stub.set_experiment_failed(request, timeout=self.options.timeout),
         )
 
-    async def get_experiment_data(self, experiment_name: str) -> AsyncIterator[ExperimentData]:
+    def get_experiment_data(self, experiment_name: str) -> AsyncIterator[ExperimentData]:
         """Stream the experiment archive's chunks as the director sends them.
 
         Opening the stream is retried until the first chunk arrives; a failure after that
         ends the iteration with an error (the caller has consumed data). Each chunk must
         arrive within ``timeout`` seconds and be at most ``max_message_size`` bytes.
         """
+        return self._stream_chunks(experiment_name, recv_chunk)
+
+    async def _stream_chunks(
+        self,
+        experiment_name: str,
+        recv: Callable[..., Awaitable[M | None]],
+    ) -> AsyncIterator[M]:
+        """get_experiment_data's work, each message read by ``recv`` (recv_chunk's kind)."""
         request = GetExperimentDataRequest(
             experiment_name=_text("experiment_name", experiment_name),
             collaborator_name=self.shard_name,
@@ -449,16 +458,16 @@ class AsyncShardDirectorClient:
         what = "GetExperimentData"
         timeout = self.options.timeout
 
-        async def next_chunk(stream: DataStream) -> ExperimentData | None:
+        async def next_chunk(stream: DataStream) -> M | None:
             with anyio.fail_after(timeout):
-                chunk = await recv_chunk(
+                chunk = await recv(
                     stream, max_message_size=self.options.max_message_size, address=self.address
                 )
                 if chunk is None:
                     await stream.recv_trailing_metadata()  # raises the director's error status
                 return chunk
 
-        async def open_stream() -> tuple[AsyncExitStack, DataStream, ExperimentData | None]:
+        async def open_stream() -> tuple[AsyncExitStack, DataStream, M | None]:
             stack = AsyncExitStack()
             try:
                 with anyio.fail_after(timeout):
@@ -506,6 +515,5 @@ class AsyncShardDirectorClient:
         ``dest_dir`` changes. ``progress(bytes_so_far, None)`` is called per chunk.
         """
         destination = Path(dest_dir) / archive_filename(experiment_name)
-        return await save_archive(
-            self.get_experiment_data(experiment_name), destination, progress=progress
-        )
+        chunks: AsyncIterator[RawChunk] = self._stream_chunks(experiment_name, recv_raw_chunk)
+        return await save_archive(chunks, destination, progress=progress)

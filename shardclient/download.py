@@ -21,7 +21,7 @@ from pathlib import Path
 import anyio
 
 from shardclient.errors import CorruptExperimentDataError
-from shardclient.messages import ExperimentData
+from shardclient.stream import RawChunk
 
 __all__ = ["DownloadedExperiment", "ProgressCallback", "archive_filename", "save_archive"]
 
@@ -70,7 +70,7 @@ def _fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
-def _write_all(out: FileIO, data: bytes) -> None:
+def _write_all(out: FileIO, data: bytes | memoryview) -> None:
     view = memoryview(data)
     while view:
         written = out.write(view)  # a raw file may write less than asked
@@ -78,7 +78,7 @@ def _write_all(out: FileIO, data: bytes) -> None:
 
 
 async def save_archive(
-    chunks: AsyncIterator[ExperimentData],
+    chunks: AsyncIterator[RawChunk],
     destination: Path,
     *,
     progress: ProgressCallback | None = None,
@@ -99,27 +99,28 @@ async def save_archive(
     try:
         with open(fd, "wb", buffering=0) as out:
 
-            def store(data: bytes) -> None:
-                _write_all(out, data)
-                digest.update(data)
+            def store(pieces: list[bytes | memoryview]) -> None:
+                for piece in pieces:
+                    _write_all(out, piece)
+                    digest.update(piece)
 
             writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shardclient-save")
             try:
                 pending: asyncio.Future[None] | None = None
                 async for chunk in chunks:
-                    data = chunk.npbytes
-                    if chunk.size != len(data):
+                    length = chunk.length
+                    if chunk.size != length:
                         raise CorruptExperimentDataError(
                             f"broken archive: chunk {received}..: size field says "
-                            f"{chunk.size} bytes, the chunk holds {len(data)}"
+                            f"{chunk.size} bytes, the chunk holds {length}"
                         )
                     if pending is not None:
                         await pending  # the previous chunk is on disk (or its error raises)
-                    pending = loop.run_in_executor(writer, store, data)
+                    pending = loop.run_in_executor(writer, store, chunk.pieces)
                     if not overlap_writes:
                         await pending
                         pending = None
-                    received += len(data)
+                    received += length
                     if progress is not None:
                         progress(received, None)
                 if pending is not None:

@@ -3,8 +3,9 @@
 h2 (since 4.1) formats ``repr(frame)`` for a trace log on every frame it receives, even
 when nobody logs; hyperframe's DataFrame repr hexlifies the whole payload to keep 20
 characters. On a download that is a third of the client's CPU. ``open_channel`` gives our
-connections a frame buffer whose DATA frames have a constant-cost repr, and offers a
-larger SETTINGS_MAX_FRAME_SIZE so fewer frames cross Python. Other users of grpclib/h2 in
+connections a frame buffer whose DATA frames have a constant-cost repr and are copied
+once rather than twice, and offers a larger SETTINGS_MAX_FRAME_SIZE so fewer frames cross
+Python. Other users of grpclib/h2 in
 the process are untouched. It relies on internals, so it is only used on the exact
 versions it was verified on; elsewhere the plain grpclib Channel is used and one warning
 says so.
@@ -62,15 +63,48 @@ def _elided_body() -> str:
     return "data=<not shown>"
 
 
+_DATA_TYPE: Final = 0x0
+_PADDED: Final = 0x8
+
+
 class QuietFrameBuffer(FrameBuffer):
-    """h2's FrameBuffer, but DATA frames it yields format their repr in constant time."""
+    """h2's FrameBuffer, but DATA frames it yields cost one copy and a constant-cost repr.
+
+    h2 copies each frame body out of its buffer, and hyperframe copies it again into
+    ``frame.data``. A complete, unpadded DATA frame outside a header block is parsed here
+    instead, its body copied once, straight from the buffer; every other case (padding,
+    errors, incomplete or oversized frames, other types) is left to h2 unchanged.
+    """
 
     def __next__(self) -> Frame:
-        frame = super().__next__()
+        frame = self._next_data_frame() or super().__next__()
         if type(frame) is DataFrame:
             # repr() reads _body_repr through the instance: no payload hexlified, same type
             # (h2 dispatches on frame.__class__), same fields.
             frame._body_repr = _elided_body  # type: ignore[method-assign]
+        return frame
+
+    def _next_data_frame(self) -> DataFrame | None:
+        buffer = self._data
+        if len(buffer) < 9 or buffer[3] != _DATA_TYPE or buffer[4] & _PADDED:
+            return None
+        length = int.from_bytes(buffer[0:3], "big")
+        stream_id = int.from_bytes(buffer[5:9], "big") & 0x7FFFFFFF
+        if (
+            self._headers_buffer  # a DATA frame inside a header block: h2 raises
+            or not stream_id  # invalid: h2 raises
+            or length > self.max_frame_size  # h2 raises FrameTooLargeError
+            or len(buffer) < 9 + length  # incomplete: h2 waits for more
+        ):
+            return None
+        frame = DataFrame(stream_id)
+        frame.parse_flags(buffer[4])
+        with memoryview(buffer) as view:
+            body = view[9 : 9 + length]
+            frame.data = body.tobytes()
+            body.release()  # no view may outlive this: the bytearray shrinks below
+        frame.body_len = length
+        del buffer[: 9 + length]
         return frame
 
 

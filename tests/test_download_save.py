@@ -14,16 +14,17 @@ import pytest
 
 from shardclient import download
 from shardclient.errors import CorruptExperimentDataError
-from shardclient.messages import ExperimentData
+from shardclient.stream import RawChunk
 
 pytestmark = pytest.mark.anyio
 
 
-def _chunks(*parts: bytes, lie_at: int | None = None) -> AsyncIterator[ExperimentData]:
-    async def produce() -> AsyncIterator[ExperimentData]:
+def _chunks(*parts: bytes, lie_at: int | None = None) -> AsyncIterator[RawChunk]:
+    async def produce() -> AsyncIterator[RawChunk]:
         for index, part in enumerate(parts):
             size = len(part) + 1 if index == lie_at else len(part)
-            yield ExperimentData(size=size, npbytes=part)
+            # each part in pieces, as frames deliver it: a view, and a bytes tail
+            yield RawChunk(size=size, pieces=[memoryview(part)[:-1], part[-1:]])
 
     return produce()
 
@@ -91,9 +92,9 @@ async def test_cancellation_waits_for_the_write_in_flight(
         real(out, data)  # type: ignore[arg-type]
         finished.append(True)
 
-    async def chunks() -> AsyncIterator[ExperimentData]:
-        yield ExperimentData(size=4, npbytes=b"slow")
-        yield ExperimentData(size=4, npbytes=b"next")
+    async def chunks() -> AsyncIterator[RawChunk]:
+        yield RawChunk(size=4, pieces=[b"slow"])
+        yield RawChunk(size=4, pieces=[b"next"])
         await anyio.sleep_forever()
 
     monkeypatch.setattr(download, "_write_all", slow)

@@ -114,6 +114,22 @@ def test_data_frame_repr_is_constant_cost(monkeypatch: pytest.MonkeyPatch) -> No
     assert type(data) is DataFrame and data.data == b"x" * MiB
 
 
+def test_plain_data_frames_skip_h2s_two_copies(monkeypatch: pytest.MonkeyPatch) -> None:
+    def parse_body_called(self: DataFrame, data: memoryview) -> None:
+        raise AssertionError("h2's path (slice, then tobytes) was taken")
+
+    buffer = h2tuning.QuietFrameBuffer(server=False)
+    buffer.max_frame_size = MiB
+    monkeypatch.setattr(DataFrame, "parse_body", parse_body_called)
+    buffer.add_data(DataFrame(3, b"y" * MiB, flags=["END_STREAM"]).serialize())
+    (frame,) = list(buffer)
+    assert type(frame) is DataFrame and frame.data == b"y" * MiB
+    assert frame.stream_id == 3 and "END_STREAM" in frame.flags
+    assert frame.flow_controlled_length == MiB
+    buffer.add_data(b"more")  # the buffer was not left exported: it can still grow
+    assert list(buffer) == []
+
+
 def test_nothing_global_is_patched() -> None:
     assert "_body_repr" not in vars(DataFrame)
     assert DataFrame._body_repr is Frame._body_repr

@@ -3,7 +3,8 @@
 For any body and any split of it into HTTP/2 DATA pieces, the decoder must return a message
 identical to ``ExperimentData().parse(body)`` (fields, unknown fields, wire flag) or raise
 the same error; a body cut by END_STREAM must raise grpclib's AssertionError, which
-recv_chunk reports as a stream ended mid-message.
+recv_chunk reports as a stream ended mid-message. The download's variant (recv_raw_chunk)
+must give the same size and bytes, in pieces, or the same error.
 """
 
 from __future__ import annotations
@@ -44,6 +45,11 @@ def _split(body: bytes, cuts: list[int]) -> list[bytes]:
 async def _decode(pieces: list[bytes], length: int) -> ExperimentData:
     raw = cast(stream_module.RawStream, _RawStream(pieces))
     return await stream_module._read_experiment_data(raw, length)
+
+
+async def _decode_raw(pieces: list[bytes], length: int) -> stream_module.RawChunk:
+    raw = cast(stream_module.RawStream, _RawStream(pieces))
+    return await stream_module._read_raw_chunk(raw, length)
 
 
 def _state(message: ExperimentData) -> dict[str, object]:
@@ -94,14 +100,29 @@ async def _both(body: bytes, cuts: list[int]) -> None:
         got: ExperimentData | Exception = await _decode(_split(body, cuts), len(body))
     except Exception as exc:  # noqa: BLE001
         got = exc
+    try:
+        raw: stream_module.RawChunk | Exception = await _decode_raw(
+            _split(body, cuts), len(body)
+        )
+    except Exception as exc:  # noqa: BLE001
+        raw = exc
     if isinstance(expected, Exception):
         # betterproto's error, wrapped so that the client maps it to DirectorProtocolError
-        assert isinstance(got, ProtocolError), got
-        assert str(got) == f"malformed ExperimentData message: {expected}"
-        assert type(got.__cause__) is type(expected)
+        for result in (got, raw):
+            assert isinstance(result, ProtocolError), result
+            assert str(result) == f"malformed ExperimentData message: {expected}"
+            assert type(result.__cause__) is type(expected)
     else:
         assert isinstance(got, ExperimentData), got
         assert _state(got) == _state(expected)
+        npbytes: object = expected.npbytes  # betterproto may leave e.g. an int there
+        if isinstance(npbytes, bytes):
+            assert isinstance(raw, stream_module.RawChunk), raw
+            assert raw.size == expected.size
+            assert b"".join(raw.pieces) == expected.npbytes
+            assert raw.length == len(expected.npbytes)
+        else:  # betterproto left something else in the field: no archive bytes to write
+            assert isinstance(raw, ProtocolError) and "npbytes is" in str(raw)
 
 
 @settings(max_examples=400, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -143,8 +164,21 @@ async def test_canonical_chunk_reads_npbytes_in_one_piece() -> None:
     assert type(message.npbytes) is bytes
 
 
+async def test_a_raw_chunk_is_views_of_the_frames_not_copies() -> None:
+    payload = bytes(range(256)) * 8192  # 2 MiB
+    body = bytes(ExperimentData(size=len(payload), npbytes=payload))
+    frames = _split(body, list(range(0, len(body), 1 << 20)))
+    chunk = await _decode_raw(frames, len(body))
+    assert chunk.size == len(payload) and b"".join(chunk.pieces) == payload
+    assert all(isinstance(piece, memoryview) for piece in chunk.pieces)
+    owners = {id(piece.obj) for piece in chunk.pieces if isinstance(piece, memoryview)}
+    assert owners <= {id(frame) for frame in frames}
+
+
 @pytest.mark.parametrize("cut", [1, 2, 3, 7], ids=lambda c: f"after-{c}-bytes")
 async def test_end_of_stream_inside_the_body_raises_assertion(cut: int) -> None:
     body = bytes(ExperimentData(size=4, npbytes=b"abcd"))
     with pytest.raises(AssertionError):
         await _decode([body[:cut]], len(body))
+    with pytest.raises(AssertionError):
+        await _decode_raw([body[:cut]], len(body))
