@@ -161,7 +161,9 @@ class SharedLoop:
                     helper.start()
                     helper.join()
         except BaseException:
-            self._loop.call_soon_threadsafe(self._cancel, call)
+            with self._cond:
+                if not call.done:  # not done, so the loop cannot be closed yet
+                    self._loop.call_soon_threadsafe(self._cancel, call)
             if not call.interrupted and _running_loop() is None:
                 self._wait(call, _CLEANUP_WAIT)
             raise
@@ -184,7 +186,7 @@ class SharedLoop:
                 return
             self._stopping = True
         if self.in_loop():  # the running turn must end first: finish in another thread
-            threading.Thread(target=self._shut_down, name="shardclient-loop").start()
+            threading.Thread(target=self._shut_down, name="shardclient-loop", daemon=True).start()
         elif _running_loop() is not None:  # another loop runs here: shut down beside it
             helper = threading.Thread(target=self._shut_down, name="shardclient-loop")
             helper.start()
