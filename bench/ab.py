@@ -7,6 +7,9 @@ invocation compare code versions fairly. Each ``NAME=TREE`` runs bench/worker.py
     git worktree add /tmp/base HEAD~3
     .venv/bin/python bench/ab.py health grpcio=. base=/tmp/base new=.
     .venv/bin/python bench/ab.py download --openfl --runs 9 grpcio=. base=/tmp/base new=.
+
+``--pin`` (Linux) keeps the server on CPU 0 and the clients on CPU 1, as if the director
+ran on another machine: on two cores, a client's CPU otherwise also slows the server.
 """
 
 from __future__ import annotations
@@ -30,6 +33,15 @@ if str(BENCH_DIR.parent) not in sys.path:
 import compare  # noqa: E402  # its servers and worker protocol
 
 
+CLIENT_CPUS: set[int] | None = None
+"""With --pin: the CPUs the client processes may run on."""
+
+
+def _pin_client() -> None:
+    if CLIENT_CPUS is not None:
+        os.sched_setaffinity(0, CLIENT_CPUS)
+
+
 def worker(name: str, tree: Path, mode: str, port: int, *extra: str) -> list[str]:
     kind = "grpcio" if name.startswith("grpcio") else "ours"
     return [
@@ -47,6 +59,7 @@ def health(variants: dict[str, Path], target: compare.Target, calls: int, block:
         name: subprocess.Popen(
             worker(name, tree, "health", target.port, "--warmup", "300"),
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=environment(tree),
+            preexec_fn=_pin_client,
         )  # fmt: skip
         for name, tree in variants.items()
     }
@@ -90,7 +103,7 @@ def download(variants: dict[str, Path], target: compare.Target, runs: int, dest:
             )  # fmt: skip
             result = subprocess.run(
                 command, stdout=subprocess.PIPE, text=True, env=environment(tree), timeout=600,
-                check=True,
+                check=True, preexec_fn=_pin_client,
             )  # fmt: skip
             record = json.loads(result.stdout.strip().splitlines()[-1])
             if record["sha256"] != target.sha256:
@@ -113,7 +126,12 @@ def main() -> int:
     parser.add_argument("--size-mib", type=int, default=256, help="archive size (download)")
     parser.add_argument("--runs", type=int, default=5, help="downloads per variant")
     parser.add_argument("--calls", type=int, default=3000, help="health checks per variant")
+    parser.add_argument("--pin", action="store_true", help="server on CPU 0, clients on CPU 1")
     args = parser.parse_args()
+    if args.pin:
+        global CLIENT_CPUS
+        CLIENT_CPUS = {1}
+        os.sched_setaffinity(0, {0})  # this process, and the server it starts
     variants = {
         name: Path(tree).resolve() for name, tree in (v.split("=", 1) for v in args.variants)
     }
