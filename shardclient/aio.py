@@ -70,6 +70,9 @@ M = TypeVar("M")
 CudaDevicesInfo = Iterable[Union[CudaDeviceInfo, Mapping[str, object]]]
 """Health-check GPU readings: CudaDeviceInfo messages, or OpenFL's dicts of the same fields."""
 
+_CONNECTION_WINDOW = 16 * 1024 * 1024
+"""HTTP/2 connection window: four times grpclib's 4 MiB stream window."""
+
 _UPDATE_ENVOY_STATUS = "/openfl.director.Director/UpdateEnvoyStatus"
 _GET_EXPERIMENT_DATA = "/openfl.director.Director/GetExperimentData"
 _CUDA_FIELDS = {
@@ -213,6 +216,9 @@ class AsyncShardDirectorClient:
             # keepalive_time while a call is in flight instead. (gRPC C-core servers may
             # answer such pings with GOAWAY too_many_pings; wait_experiment re-polls then.)
             config = Configuration(
+                # a stream nobody reads (a chunk iterator held by its caller) fills only its
+                # own 4 MiB window, never the whole connection's: other calls still get through
+                http2_connection_window_size=_CONNECTION_WINDOW,
                 _keepalive_time=keepalive,
                 _keepalive_timeout=self.options.keepalive_timeout,
                 _keepalive_permit_without_calls=False,

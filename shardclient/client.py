@@ -18,7 +18,7 @@ from shardclient.aio import AsyncShardDirectorClient, CudaDevicesInfo
 from shardclient.descriptor import ShardDescriptor
 from shardclient.download import DownloadedExperiment, ProgressCallback
 from shardclient.errors import ClientClosedError
-from shardclient.sharedloop import LoopStoppedError, SharedLoop
+from shardclient.sharedloop import Keeper, LoopStoppedError, SharedLoop
 from shardclient.messages import CudaDeviceInfo, DirectorStub, ExperimentData
 from shardclient.options import (
     DEFAULT_KEEPALIVE_TIME,
@@ -135,13 +135,23 @@ class ShardDirectorClient:
 
     def _iterate(self, stream: AsyncIterator[ExperimentData]) -> Iterator[ExperimentData]:
         closer = getattr(stream, "aclose", None)
+        keeper: Keeper | None = None
         try:
             while True:
                 try:
-                    yield self._call(stream.__anext__)
+                    chunk = self._call(stream.__anext__)
                 except StopAsyncIteration:
                     return
+                loop = self._loop
+                # the caller holds a chunk and the stream stays open: keep it served
+                keeper = loop.keep_running() if loop is not None else None
+                yield chunk
+                if keeper is not None:
+                    keeper.release()
+                    keeper = None
         finally:
+            if keeper is not None:
+                keeper.release()
             if closer is not None and self._loop is not None:
                 self._call(closer)
 

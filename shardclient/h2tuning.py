@@ -99,10 +99,9 @@ class QuietFrameBuffer(FrameBuffer):
             return None
         frame = DataFrame(stream_id)
         frame.parse_flags(buffer[4])
-        with memoryview(buffer) as view:
-            body = view[9 : 9 + length]
+        # no view may outlive this block, even on error: the bytearray shrinks below
+        with memoryview(buffer) as view, view[9 : 9 + length] as body:
             frame.data = body.tobytes()
-            body.release()  # no view may outlive this: the bytearray shrinks below
         frame.body_len = length
         del buffer[: 9 + length]
         return frame

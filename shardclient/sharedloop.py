@@ -22,7 +22,7 @@ from collections.abc import Coroutine
 from types import FrameType
 from typing import Any, Generic, TypeVar, cast
 
-__all__ = ["LoopStoppedError", "SharedLoop"]
+__all__ = ["Keeper", "LoopStoppedError", "SharedLoop"]
 
 T = TypeVar("T")
 
@@ -34,6 +34,12 @@ class LoopStoppedError(RuntimeError):
     """The loop was stopped before or while the call ran."""
 
 
+_SETTLE_STEPS = 3
+"""Loop iterations a call waits before it starts on a loop nobody was running: enough for
+a connection closed meanwhile (EOF, then connection_lost; one more step under TLS) to be
+noticed first, so the call reconnects instead of writing into the dead connection."""
+
+
 class _Call(Generic[T]):
     """One coroutine submitted to the loop, and its outcome once ``done``."""
 
@@ -42,7 +48,7 @@ class _Call(Generic[T]):
 
     def __init__(self, coroutine: Coroutine[Any, Any, T]) -> None:
         self.coroutine = coroutine
-        self.task: asyncio.Task[None] | None = None
+        self.task: asyncio.Task[T] | None = None
         self.done = False
         self.result: T | None = None
         self.error: BaseException | None = None
@@ -71,21 +77,28 @@ class SharedLoop:
 
     # --- in the loop -------------------------------------------------------------------
 
-    def _start(self, call: _Call[Any]) -> None:
+    def _start(self, call: _Call[Any], settle: int) -> None:
+        if settle:
+            self._loop.call_soon(self._start, call, settle - 1)
+            return
         if call.cancel_requested:
             call.coroutine.close()
-            call.error = LoopStoppedError("the call was cancelled before it started")
+            call.error = asyncio.CancelledError()
             self._finish(call)
-        else:
-            call.task = self._loop.create_task(self._run(call))
+            return
+        call.task = self._loop.create_task(call.coroutine)
+        # on the task, not in a wrapper coroutine: a task cancelled before its first step
+        # never runs its coroutine, but it still completes
+        call.task.add_done_callback(lambda task: self._task_done(call, task))
 
-    async def _run(self, call: _Call[T]) -> None:
-        try:
-            call.result = await call.coroutine
-        except BaseException as exc:  # noqa: BLE001 - handed to the calling thread
-            call.error = exc
-        finally:
-            self._finish(call)
+    def _task_done(self, call: _Call[T], task: asyncio.Task[T]) -> None:
+        if task.cancelled():
+            call.error = asyncio.CancelledError()
+        else:
+            call.error = task.exception()
+            if call.error is None:
+                call.result = task.result()
+        self._finish(call)
 
     def _finish(self, call: _Call[Any]) -> None:
         with self._cond:
@@ -108,10 +121,10 @@ class SharedLoop:
             if self._closed or (self._stopping and not stopping):
                 coroutine.close()
                 raise LoopStoppedError("the event loop was stopped")
-            if self._driver is None:
-                self._loop.call_soon(self._start, call)  # nobody runs the loop right now
+            if self._driver is None:  # nobody runs the loop: safe, and I/O may be pending
+                self._loop.call_soon(self._start, call, _SETTLE_STEPS)
             else:
-                self._loop.call_soon_threadsafe(self._start, call)
+                self._loop.call_soon_threadsafe(self._start, call, 0)
         return call
 
     def _wait(self, call: _Call[Any], timeout: float | None = None) -> None:
@@ -148,8 +161,9 @@ class SharedLoop:
         if self.in_loop():
             coroutine.close()
             raise RuntimeError("cannot wait on the event loop from code running on it")
-        call = self._submit(coroutine)
+        call: _Call[T] | None = None
         try:
+            call = self._submit(coroutine)
             with _sigint_cancels(self, call):
                 if _running_loop() is None:
                     self._wait(call)
@@ -161,11 +175,12 @@ class SharedLoop:
                     helper.start()
                     helper.join()
         except BaseException:
-            with self._cond:
-                if not call.done:  # not done, so the loop cannot be closed yet
-                    self._loop.call_soon_threadsafe(self._cancel, call)
-            if not call.interrupted and _running_loop() is None:
-                self._wait(call, _CLEANUP_WAIT)
+            if call is not None:
+                with self._cond:
+                    if not call.done:  # not done, so the loop cannot be closed yet
+                        self._loop.call_soon_threadsafe(self._cancel, call)
+                if not call.interrupted and _running_loop() is None:
+                    self._wait(call, _CLEANUP_WAIT)
             raise
         if call.interrupted:
             raise KeyboardInterrupt
@@ -174,6 +189,15 @@ class SharedLoop:
                 raise LoopStoppedError("the call was cancelled: the loop was stopped")
             raise call.error
         return cast(T, call.result)  # set: the call ended without an error
+
+    def keep_running(self) -> Keeper:
+        """Run the loop in a helper thread until the returned Keeper is released.
+
+        For a stream consumed across calls (the sync chunk iterator): between them the
+        connection keeps being served (flow control, keepalive pings, the director's
+        pings), as it would be by a loop thread.
+        """
+        return Keeper(self)
 
     def stop(self) -> None:
         """Cancel the calls still running, then close the loop (idempotent, any thread).
@@ -213,6 +237,41 @@ class SharedLoop:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+class Keeper:
+    """A helper thread that runs the loop until release(): see SharedLoop.keep_running."""
+
+    def __init__(self, shared: SharedLoop) -> None:
+        self._shared = shared
+        self._released = False  # read and written on the loop only
+        self._gate: asyncio.Future[None] | None = None
+        self._thread = threading.Thread(target=self._hold, name="shardclient-stream", daemon=True)
+        self._thread.start()
+
+    def _hold(self) -> None:
+        try:
+            self._shared.run(self._idle())
+        except LoopStoppedError:
+            pass
+
+    async def _idle(self) -> None:
+        if not self._released:
+            self._gate = asyncio.get_running_loop().create_future()
+            await self._gate
+
+    def _open(self) -> None:
+        self._released = True
+        if self._gate is not None and not self._gate.done():
+            self._gate.set_result(None)
+
+    def release(self) -> None:
+        """End the helper's turn and wait for its thread to finish (idempotent)."""
+        try:
+            self._shared._loop.call_soon_threadsafe(self._open)
+        except RuntimeError:  # the loop was closed: the helper's call has ended already
+            pass
+        self._thread.join()
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:

@@ -290,6 +290,28 @@ def test_a_client_never_closed_closes_its_connection_when_collected(
     assert aio.closed
 
 
+def test_an_open_chunk_stream_keeps_being_served_between_chunks(
+    client: ShardDirectorClient, director: LocalDirector, no_thread_leak: None
+) -> None:
+    director.submit_experiment("exp", b"q" * (3 * CHUNK_SIZE), ["s1"])
+
+    def serving() -> bool:
+        return any(t.name == "shardclient-stream" for t in threading.enumerate())
+
+    chunks = client.get_experiment_data("exp")
+    first = next(chunks)
+    assert len(first.npbytes) == CHUNK_SIZE and serving()  # held: a thread runs the loop
+    # another call meanwhile runs on that thread's turn, and is not starved by the unread
+    # stream: that fills its own HTTP/2 window, not the connection's
+    client.report_shard_info(Descriptor(), [])
+    rest = list(chunks)
+    assert [len(c.npbytes) for c in rest] == [CHUNK_SIZE, CHUNK_SIZE] and not serving()
+    early = client.get_experiment_data("exp")
+    next(early)
+    del early  # abandoned half-way: the helper ends with it
+    assert not serving()
+
+
 def test_no_background_thread_between_calls(director: LocalDirector) -> None:
     before = set(threading.enumerate())
     with ShardDirectorClient(

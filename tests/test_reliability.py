@@ -202,6 +202,19 @@ def test_sync_client_survives_a_director_restart(director: LocalDirector) -> Non
         assert client.send_health_check(envoy_name="s1", is_experiment_running=False) == 7
 
 
+def test_a_connection_closed_between_calls_is_noticed_before_the_next(
+    director: LocalDirector,
+) -> None:
+    # no retries: the next call must reconnect, not write into the dead connection first
+    with ShardDirectorClient(
+        director_host=director.host, director_port=director.port, shard_name="s1", tls=False,
+        retry=None,
+    ) as client:
+        assert client.report_shard_info(Descriptor(), [])
+        director.restart_sync()  # the connection is closed while nobody runs the client
+        assert client.send_health_check(envoy_name="s1", is_experiment_running=False) == 7
+
+
 def test_long_poll_survives_a_director_restart(director: LocalDirector) -> None:
     with ShardDirectorClient(
         director_host=director.host, director_port=director.port, shard_name="s1", tls=False,

@@ -97,6 +97,40 @@ def test_stop_ends_calls_in_flight(shared: SharedLoop) -> None:
         shared.run(asyncio.sleep(0))
 
 
+def test_a_call_cancelled_before_its_first_step_still_ends(shared: SharedLoop) -> None:
+    ran = threading.Event()
+
+    async def never_started() -> None:
+        ran.set()
+
+    # what a Ctrl-C right after submitting does: the cancel is queued before the task runs
+    call = shared._submit(never_started())
+    shared._loop.call_soon_threadsafe(shared._cancel, call)
+    shared._wait(call, WAIT)
+    assert call.done and isinstance(call.error, asyncio.CancelledError)
+    assert not ran.is_set()
+
+
+def test_a_keeper_runs_the_loop_until_released(shared: SharedLoop) -> None:
+    ticks: list[int] = []
+
+    async def tick_until_stopped() -> None:
+        while True:
+            ticks.append(1)
+            await asyncio.sleep(0)
+
+    background = shared._submit(tick_until_stopped())  # a task nobody waits for
+    keeper = shared.keep_running()
+    while len(ticks) < 100:  # only a running loop advances it
+        threading.Event().wait(0.001)
+    keeper.release()
+    keeper.release()  # idempotent
+    assert not any(t.name == "shardclient-stream" for t in threading.enumerate())
+    shared._loop.call_soon_threadsafe(shared._cancel, background)
+    shared._wait(background, WAIT)
+    assert background.done
+
+
 def test_code_on_the_loop_cannot_wait_on_it(shared: SharedLoop) -> None:
     async def nested() -> str:
         inner = asyncio.sleep(0)

@@ -49,6 +49,15 @@ def test_mutual_tls_round_trip(tls_director: LocalDirector, pki: Pki, host: str)
         assert client.send_health_check(envoy_name="s1", is_experiment_running=False) == 60
 
 
+def test_a_tls_connection_closed_between_calls_is_noticed_before_the_next(
+    tls_director: LocalDirector, pki: Pki
+) -> None:
+    with _client(tls_director, pki) as client:  # retry=None: no second chance
+        assert client.report_shard_info(Descriptor(), [])
+        tls_director.restart_sync()
+        assert client.send_health_check(envoy_name="s1", is_experiment_running=False) > 0
+
+
 def test_client_trusting_another_ca(tls_director: LocalDirector, pki: Pki, tmp_path: Path) -> None:
     other = make_pki(tmp_path / "other", ca_name="some other CA")
     wrong_trust = Pki(ca_cert=other.ca_cert, server=pki.server, client=pki.client)
