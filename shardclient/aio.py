@@ -217,7 +217,8 @@ class AsyncShardDirectorClient:
             # answer such pings with GOAWAY too_many_pings; wait_experiment re-polls then.)
             config = Configuration(
                 # a stream nobody reads (a chunk iterator held by its caller) fills only its
-                # own 4 MiB window, never the whole connection's: other calls still get through
+                # own 4 MiB window, a quarter of the connection's: other calls still get
+                # through (with three such streams held, a fourth download would not)
                 http2_connection_window_size=_CONNECTION_WINDOW,
                 _keepalive_time=keepalive,
                 _keepalive_timeout=self.options.keepalive_timeout,

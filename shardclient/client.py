@@ -6,6 +6,7 @@ object, run by the calling threads in turn (a SharedLoop); no protocol logic liv
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 import weakref
@@ -152,8 +153,12 @@ class ShardDirectorClient:
         finally:
             if keeper is not None:
                 keeper.release()
-            if closer is not None and self._loop is not None:
-                self._call(closer)
+            loop = self._loop
+            if closer is not None and loop is not None and not loop.closed:
+                if loop.in_loop():  # collected on the loop itself: close the stream there
+                    asyncio.ensure_future(closer())
+                else:
+                    self._call(closer)
 
     def download_experiment(
         self,

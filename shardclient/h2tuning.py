@@ -54,7 +54,8 @@ max_frame_size: int | None = 1024 * 1024
 """SETTINGS_MAX_FRAME_SIZE offered to the director (HTTP/2's default is 16 KiB)."""
 
 window_size: int | None = None
-"""HTTP/2 connection and stream windows for tuned channels (None: grpclib's 4 MiB)."""
+"""HTTP/2 stream window for tuned channels (None: grpclib's 4 MiB); the connection window
+becomes at least four times as large."""
 
 _warned = False
 
@@ -146,9 +147,12 @@ def open_channel(
     """A grpclib Channel to ``host:port``: tuned when ``use_tuning``, else the plain one."""
     global _warned
     if use_tuning:
-        if window_size is not None:
+        if window_size is not None:  # the connection's stays at least four streams' worth
             config = dataclasses.replace(
-                config, http2_connection_window_size=window_size,
+                config,
+                http2_connection_window_size=max(
+                    4 * window_size, config.http2_connection_window_size
+                ),
                 http2_stream_window_size=window_size,
             )
         return TunedChannel(host, port, ssl=ssl, config=config, codec=codec)

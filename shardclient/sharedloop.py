@@ -6,17 +6,20 @@ thread of its own costs two thread hand-offs per call: measured against a grpcio
 itself while its call is in flight. Calls from other threads meanwhile are run by that
 thread, and the turn passes to one of them when its own call is done, so every pending
 call always has a thread running the loop. Between calls nobody runs it: the connection
-only needs attention while a call is in flight (keepalive pings are per call).
+only needs attention while a call is in flight (keepalive pings are per call; a stream
+held open across calls gets a Keeper).
 
 On the main thread, Ctrl-C cancels the call in flight, waits for its cleanup (a partial
-download's removal, say) and then raises KeyboardInterrupt, as ``asyncio.run`` does; a
-second Ctrl-C raises at once.
+download's removal, say) and then raises KeyboardInterrupt, as ``asyncio.run`` does. A
+second Ctrl-C stops waiting for the cleanup (it goes on when the loop next runs); a third
+raises wherever the main thread is, even inside a callback that never returns.
 """
 
 from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 import threading
 from collections.abc import Coroutine
 from types import FrameType
@@ -63,8 +66,15 @@ class SharedLoop:
         self._loop = asyncio.new_event_loop()
         self._cond = threading.Condition(threading.Lock())
         self._driver: _Call[Any] | None = None  # the call whose thread runs the loop now
+        self._unstarted: set[_Call[Any]] = set()  # submitted, no task yet (settling)
         self._stopping = False
         self._closed = False
+        # Ctrl-C's wake-up line to the loop: a signal that arrives just before the loop
+        # blocks in select() would otherwise be handled only when something else wakes it
+        self._signal_read, self._signal_write = socket.socketpair()
+        for end in (self._signal_read, self._signal_write):
+            end.setblocking(False)
+        self._loop.add_reader(self._signal_read.fileno(), self._drain_signals)
 
     @property
     def closed(self) -> bool:
@@ -77,27 +87,46 @@ class SharedLoop:
 
     # --- in the loop -------------------------------------------------------------------
 
+    def _drain_signals(self) -> None:
+        try:
+            while self._signal_read.recv(4096):
+                pass
+        except (BlockingIOError, InterruptedError):
+            pass
+
     def _start(self, call: _Call[Any], settle: int) -> None:
         if settle:
             self._loop.call_soon(self._start, call, settle - 1)
             return
+        with self._cond:
+            self._unstarted.discard(call)
         if call.cancel_requested:
             call.coroutine.close()
             call.error = asyncio.CancelledError()
             self._finish(call)
             return
-        call.task = self._loop.create_task(call.coroutine)
-        # on the task, not in a wrapper coroutine: a task cancelled before its first step
-        # never runs its coroutine, but it still completes
+        call.task = self._loop.create_task(self._guard(call))
+        # on the task: one cancelled before its first step never runs _guard, yet completes
         call.task.add_done_callback(lambda task: self._task_done(call, task))
 
-    def _task_done(self, call: _Call[T], task: asyncio.Task[T]) -> None:
-        if task.cancelled():
-            call.error = asyncio.CancelledError()
-        else:
-            call.error = task.exception()
-            if call.error is None:
-                call.result = task.result()
+    async def _guard(self, call: _Call[T]) -> T | None:
+        try:
+            return await call.coroutine
+        except (KeyboardInterrupt, SystemExit) as exc:
+            # asyncio would re-raise these in whichever thread runs the loop: they belong to
+            # the thread that made the call
+            call.error = exc
+            return None
+
+    def _task_done(self, call: _Call[T], task: asyncio.Task[T | None]) -> None:
+        if call.error is None:  # else _guard kept a KeyboardInterrupt or SystemExit
+            if task.cancelled():
+                call.coroutine.close()  # never awaited if cancelled before its first step
+                call.error = asyncio.CancelledError()
+            else:
+                call.error = task.exception()
+                if call.error is None:
+                    call.result = task.result()
         self._finish(call)
 
     def _finish(self, call: _Call[Any]) -> None:
@@ -113,6 +142,11 @@ class SharedLoop:
         if call.task is not None:
             call.task.cancel()
 
+    def _abandon(self, call: _Call[Any]) -> None:
+        """Release the waiting caller now; the call's cleanup goes on without it."""
+        if not call.done:
+            self._finish(call)
+
     # --- in the calling threads ----------------------------------------------------------
 
     def _submit(self, coroutine: Coroutine[Any, Any, T], *, stopping: bool = False) -> _Call[T]:
@@ -122,6 +156,7 @@ class SharedLoop:
                 coroutine.close()
                 raise LoopStoppedError("the event loop was stopped")
             if self._driver is None:  # nobody runs the loop: safe, and I/O may be pending
+                self._unstarted.add(call)
                 self._loop.call_soon(self._start, call, _SETTLE_STEPS)
             else:
                 self._loop.call_soon_threadsafe(self._start, call, 0)
@@ -132,6 +167,8 @@ class SharedLoop:
         deadline = None if timeout is None else self._loop.time() + timeout
         with self._cond:
             while not call.done:
+                if self._closed:  # stop() finished without this call: nothing will run it
+                    raise LoopStoppedError("the event loop was stopped")
                 remaining = None if deadline is None else deadline - self._loop.time()
                 if remaining is not None and remaining <= 0:
                     return
@@ -174,6 +211,8 @@ class SharedLoop:
                     )
                     helper.start()
                     helper.join()
+                    if not call.done:
+                        raise LoopStoppedError("the thread running the call ended before it")
         except BaseException:
             if call is not None:
                 with self._cond:
@@ -229,9 +268,20 @@ class SharedLoop:
             loop.run_until_complete(loop.shutdown_asyncgens())
             loop.run_until_complete(loop.shutdown_default_executor())
         finally:
+            loop.remove_reader(self._signal_read.fileno())
+            self._signal_read.close()
+            self._signal_write.close()
             loop.close()
 
     async def _cancel_all(self) -> None:
+        with self._cond:  # calls still settling have no task to cancel yet
+            for call in self._unstarted:
+                call.cancel_requested = True
+        while True:
+            with self._cond:
+                if not self._unstarted:
+                    break
+            await asyncio.sleep(0)  # their _start steps run, and finish them
         current = asyncio.current_task()
         tasks = [task for task in asyncio.all_tasks() if task is not current]
         for task in tasks:
@@ -266,7 +316,14 @@ class Keeper:
             self._gate.set_result(None)
 
     def release(self) -> None:
-        """End the helper's turn and wait for its thread to finish (idempotent)."""
+        """End the helper's turn and wait for its thread to finish (idempotent).
+
+        On the loop itself (a generator collected there) it only ends the turn: waiting
+        for the helper from inside the loop could never finish.
+        """
+        if self._shared.in_loop() or threading.current_thread() is self._thread:
+            self._open()
+            return
         try:
             self._shared._loop.call_soon_threadsafe(self._open)
         except RuntimeError:  # the loop was closed: the helper's call has ended already
@@ -287,12 +344,14 @@ class _sigint_cancels:  # noqa: N801 - used like a function
     Only where SIGINT has Python's default handler; restored unless someone replaced it.
     """
 
-    __slots__ = ("shared", "call", "previous")
+    __slots__ = ("shared", "call", "previous", "presses", "wakeup")
 
     def __init__(self, shared: SharedLoop, call: _Call[Any]) -> None:
         self.shared = shared
         self.call = call
         self.previous: object = None
+        self.presses = 0
+        self.wakeup = -1
 
     def __enter__(self) -> None:
         if (
@@ -300,13 +359,28 @@ class _sigint_cancels:  # noqa: N801 - used like a function
             and signal.getsignal(signal.SIGINT) is signal.default_int_handler
         ):
             self.previous = signal.signal(signal.SIGINT, self._handle)
+            ours = self.shared._signal_write.fileno()
+            theirs = signal.set_wakeup_fd(ours, warn_on_full_buffer=False)
+            if theirs == -1:
+                self.wakeup = ours
+            else:  # someone else's wake-up fd: leave it in place
+                signal.set_wakeup_fd(theirs)
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        if self.call.interrupted or self.call.done:
+        self.presses += 1
+        if self.call.done or self.presses > 2:
             raise KeyboardInterrupt
         self.call.interrupted = True
-        self.shared._loop.call_soon_threadsafe(self.shared._cancel, self.call)
+        # on the loop, never raised into whatever code (maybe h2's) the main thread runs
+        action = self.shared._cancel if self.presses == 1 else self.shared._abandon
+        self.shared._loop.call_soon_threadsafe(action, self.call)
 
     def __exit__(self, *exc_info: object) -> None:
-        if self.previous is not None and signal.getsignal(signal.SIGINT) == self._handle:
+        if self.previous is None:
+            return
+        if self.wakeup != -1:
+            current = signal.set_wakeup_fd(-1)
+            if current != self.wakeup:  # replaced meanwhile: put that one back
+                signal.set_wakeup_fd(current)
+        if signal.getsignal(signal.SIGINT) == self._handle:
             signal.signal(signal.SIGINT, signal.default_int_handler)

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from shardclient import sharedloop
 from shardclient.sharedloop import LoopStoppedError, SharedLoop
 
 WAIT = 10.0  # generous bound on any thread join: only a deadlock reaches it
@@ -131,6 +132,69 @@ def test_a_keeper_runs_the_loop_until_released(shared: SharedLoop) -> None:
     assert background.done
 
 
+def test_stop_ends_a_call_still_starting(
+    shared: SharedLoop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a call submitted to an idle loop starts some loop steps later; stop() in between
+    # (submitted while a thread runs the loop, so without that delay) must still end it
+    monkeypatch.setattr(sharedloop, "_SETTLE_STEPS", 20_000)
+    keeper = shared.keep_running()
+    while shared._driver is None:  # the keeper's thread runs the loop; its call is settling
+        threading.Event().wait(0.001)
+    assert shared._unstarted
+    stopper = threading.Thread(target=shared.stop)
+    stopper.start()
+    stopper.join(WAIT)
+    assert not stopper.is_alive() and shared.closed
+    keeper.release()
+
+
+def test_a_keeper_released_from_the_loop_itself(shared: SharedLoop) -> None:
+    keeper = shared.keep_running()
+
+    async def release_here() -> str:
+        keeper.release()  # e.g. a chunk iterator collected on the loop: must not wait on it
+        return "released"
+
+    assert shared.run(release_here()) == "released"
+    keeper.release()  # from outside: waits for the helper, which has ended
+    assert not any(t.name == "shardclient-stream" for t in threading.enumerate())
+
+
+def test_exit_and_interrupt_reach_only_their_own_caller(shared: SharedLoop) -> None:
+    async def exits() -> None:
+        raise SystemExit(3)
+
+    async def notebook_cell() -> None:
+        shared.run(exits())  # run by a helper thread: SystemExit must still come back here
+
+    with pytest.raises(SystemExit):
+        asyncio.run(notebook_cell())
+
+    gate = Gate(shared)
+    driver, outcome = run_in_thread(shared, gate, "unharmed")
+    assert gate.entered.wait(WAIT)
+
+    async def interrupted() -> None:
+        raise KeyboardInterrupt
+
+    other: list[BaseException] = []
+
+    def call_interrupted() -> None:
+        try:
+            shared.run(interrupted())
+        except BaseException as exc:  # noqa: BLE001 - recorded for the assertion
+            other.append(exc)
+
+    thread = threading.Thread(target=call_interrupted)
+    thread.start()
+    thread.join(WAIT)
+    gate.open()
+    driver.join(WAIT)
+    assert [type(e) for e in other] == [KeyboardInterrupt]
+    assert outcome == ["unharmed"]  # the thread running the loop did not get it
+
+
 def test_code_on_the_loop_cannot_wait_on_it(shared: SharedLoop) -> None:
     async def nested() -> str:
         inner = asyncio.sleep(0)
@@ -176,8 +240,38 @@ def test_ctrl_c_cancels_the_call_and_waits_for_its_cleanup(shared: SharedLoop) -
     presser.join(WAIT)
     assert cleaned.is_set()
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.set_wakeup_fd(-1) == -1  # the wake-up line was taken down too
 
     async def still_works() -> str:
         return "ok"
 
     assert shared.run(still_works()) == "ok"
+
+
+def test_a_second_ctrl_c_stops_waiting_for_the_cleanup(shared: SharedLoop) -> None:
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("Ctrl-C reaches the main thread only")
+    started = threading.Event()
+    cleaning = threading.Event()
+
+    async def slow_cleanup() -> None:
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            cleaning.set()
+            await asyncio.Event().wait()  # a cleanup that never ends by itself
+
+    def press_twice() -> None:
+        main = threading.main_thread().ident or 0
+        assert started.wait(WAIT)
+        signal.pthread_kill(main, signal.SIGINT)
+        assert cleaning.wait(WAIT)
+        signal.pthread_kill(main, signal.SIGINT)
+
+    presser = threading.Thread(target=press_twice)
+    presser.start()
+    with pytest.raises(KeyboardInterrupt):
+        shared.run(slow_cleanup())
+    presser.join(WAIT)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
