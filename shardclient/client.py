@@ -6,7 +6,6 @@ object, run by the calling threads in turn (a SharedLoop); no protocol logic liv
 
 from __future__ import annotations
 
-import asyncio
 import os
 import threading
 import weakref
@@ -156,7 +155,7 @@ class ShardDirectorClient:
             loop = self._loop
             if closer is not None and loop is not None and not loop.closed:
                 if loop.in_loop():  # collected on the loop itself: close the stream there
-                    asyncio.ensure_future(closer())
+                    loop.spawn(_await(closer()))
                 else:
                     self._call(closer)
 
@@ -233,3 +232,7 @@ def _close_quietly(loop: SharedLoop, aio: AsyncShardDirectorClient) -> None:
         pass
     finally:
         loop.stop()
+
+
+async def _await(awaitable: Awaitable[object]) -> None:
+    await awaitable

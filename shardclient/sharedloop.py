@@ -46,11 +46,12 @@ noticed first, so the call reconnects instead of writing into the dead connectio
 class _Call(Generic[T]):
     """One coroutine submitted to the loop, and its outcome once ``done``."""
 
-    __slots__ = ("coroutine", "task", "done", "result", "error", "cancel_requested",
+    __slots__ = ("coroutine", "thread", "task", "done", "result", "error", "cancel_requested",
                  "interrupted")
 
     def __init__(self, coroutine: Coroutine[Any, Any, T]) -> None:
         self.coroutine = coroutine
+        self.thread = threading.current_thread()
         self.task: asyncio.Task[T] | None = None
         self.done = False
         self.result: T | None = None
@@ -69,12 +70,19 @@ class SharedLoop:
         self._unstarted: set[_Call[Any]] = set()  # submitted, no task yet (settling)
         self._stopping = False
         self._closed = False
+        self._background: set[asyncio.Task[None]] = set()
         # Ctrl-C's wake-up line to the loop: a signal that arrives just before the loop
         # blocks in select() would otherwise be handled only when something else wakes it
         self._signal_read, self._signal_write = socket.socketpair()
+        self._wakeup_users = 0  # _sigint_cancels pointing the process's wake-up fd at it
+        self._line_done = False  # off the loop: closed once no wake-up fd points at it
         for end in (self._signal_read, self._signal_write):
             end.setblocking(False)
-        self._loop.add_reader(self._signal_read.fileno(), self._drain_signals)
+        try:
+            self._loop.add_reader(self._signal_read.fileno(), self._drain_signals)
+        except NotImplementedError:  # Windows' proactor loop: no wake-up line
+            self._line_done = True
+            self._close_signal_line()
 
     @property
     def closed(self) -> bool:
@@ -86,6 +94,24 @@ class SharedLoop:
         return _running_loop() is self._loop
 
     # --- in the loop -------------------------------------------------------------------
+
+    def _close_signal_line(self) -> None:
+        self._signal_read.close()
+        self._signal_write.close()
+
+    def signal_line(self) -> int | None:
+        """The wake-up line's write end, taken for a while (see _sigint_cancels)."""
+        with self._cond:
+            if self._signal_write.fileno() == -1:
+                return None
+            self._wakeup_users += 1
+            return self._signal_write.fileno()
+
+    def release_signal_line(self) -> None:
+        with self._cond:
+            self._wakeup_users -= 1
+            if self._line_done and not self._wakeup_users:
+                self._close_signal_line()
 
     def _drain_signals(self) -> None:
         try:
@@ -100,6 +126,8 @@ class SharedLoop:
             return
         with self._cond:
             self._unstarted.discard(call)
+        if call.done:  # ended by stop() while it was settling
+            return
         if call.cancel_requested:
             call.coroutine.close()
             call.error = asyncio.CancelledError()
@@ -113,8 +141,11 @@ class SharedLoop:
         try:
             return await call.coroutine
         except (KeyboardInterrupt, SystemExit) as exc:
-            # asyncio would re-raise these in whichever thread runs the loop: they belong to
-            # the thread that made the call
+            here = threading.current_thread()
+            if here is not call.thread and here is threading.main_thread():
+                raise  # a signal handler's, raised into the main thread while it ran this
+            # raised by the call's own code: it belongs to the thread that made the call,
+            # not to whichever thread runs the loop (where asyncio would re-raise it)
             call.error = exc
             return None
 
@@ -216,10 +247,13 @@ class SharedLoop:
         except BaseException:
             if call is not None:
                 with self._cond:
-                    if not call.done:  # not done, so the loop cannot be closed yet
+                    if not call.done and not self._closed:
                         self._loop.call_soon_threadsafe(self._cancel, call)
                 if not call.interrupted and _running_loop() is None:
-                    self._wait(call, _CLEANUP_WAIT)
+                    try:
+                        self._wait(call, _CLEANUP_WAIT)
+                    except LoopStoppedError:
+                        pass  # the exception being raised says more
             raise
         if call.interrupted:
             raise KeyboardInterrupt
@@ -228,6 +262,16 @@ class SharedLoop:
                 raise LoopStoppedError("the call was cancelled: the loop was stopped")
             raise call.error
         return cast(T, call.result)  # set: the call ended without an error
+
+    def spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        """Run ``coroutine`` as a background task; call on the loop only. Dropped (closed)
+        once the loop is stopping; stop() cancels those still running."""
+        if self._stopping:
+            coroutine.close()
+            return
+        task = self._loop.create_task(coroutine)
+        self._background.add(task)  # a task nobody references may be collected mid-run
+        task.add_done_callback(self._background.discard)
 
     def keep_running(self) -> Keeper:
         """Run the loop in a helper thread until the returned Keeper is released.
@@ -263,25 +307,27 @@ class SharedLoop:
             while self._driver is not None:
                 self._cond.wait()
             self._closed = True
+            self._cond.notify_all()  # a waiter whose call was lost must not sleep forever
         loop = self._loop
         try:
             loop.run_until_complete(loop.shutdown_asyncgens())
             loop.run_until_complete(loop.shutdown_default_executor())
         finally:
-            loop.remove_reader(self._signal_read.fileno())
-            self._signal_read.close()
-            self._signal_write.close()
+            with self._cond:
+                if not self._line_done:
+                    loop.remove_reader(self._signal_read.fileno())
+                    self._line_done = True
+                    if not self._wakeup_users:  # else the last one to let go closes it
+                        self._close_signal_line()
             loop.close()
 
     async def _cancel_all(self) -> None:
-        with self._cond:  # calls still settling have no task to cancel yet
-            for call in self._unstarted:
-                call.cancel_requested = True
-        while True:
-            with self._cond:
-                if not self._unstarted:
-                    break
-            await asyncio.sleep(0)  # their _start steps run, and finish them
+        with self._cond:  # calls still settling have no task to cancel: end them here
+            unstarted, self._unstarted = list(self._unstarted), set()
+        for call in unstarted:
+            call.coroutine.close()
+            call.error = asyncio.CancelledError()
+            self._finish(call)
         current = asyncio.current_task()
         tasks = [task for task in asyncio.all_tasks() if task is not current]
         for task in tasks:
@@ -359,21 +405,25 @@ class _sigint_cancels:  # noqa: N801 - used like a function
             and signal.getsignal(signal.SIGINT) is signal.default_int_handler
         ):
             self.previous = signal.signal(signal.SIGINT, self._handle)
-            ours = self.shared._signal_write.fileno()
+            ours = self.shared.signal_line()
+            if ours is None:
+                return
             theirs = signal.set_wakeup_fd(ours, warn_on_full_buffer=False)
             if theirs == -1:
                 self.wakeup = ours
             else:  # someone else's wake-up fd: leave it in place
                 signal.set_wakeup_fd(theirs)
+                self.shared.release_signal_line()
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         self.presses += 1
-        if self.call.done or self.presses > 2:
+        self.call.interrupted = True  # run() raises KeyboardInterrupt once the call ended
+        if self.presses > 2:
             raise KeyboardInterrupt
-        self.call.interrupted = True
-        # on the loop, never raised into whatever code (maybe h2's) the main thread runs
-        action = self.shared._cancel if self.presses == 1 else self.shared._abandon
-        self.shared._loop.call_soon_threadsafe(action, self.call)
+        if not self.call.done:
+            # on the loop, never raised into whatever code (maybe h2's) the main thread runs
+            action = self.shared._cancel if self.presses == 1 else self.shared._abandon
+            self.shared._loop.call_soon_threadsafe(action, self.call)
 
     def __exit__(self, *exc_info: object) -> None:
         if self.previous is None:
@@ -382,5 +432,6 @@ class _sigint_cancels:  # noqa: N801 - used like a function
             current = signal.set_wakeup_fd(-1)
             if current != self.wakeup:  # replaced meanwhile: put that one back
                 signal.set_wakeup_fd(current)
+            self.shared.release_signal_line()
         if signal.getsignal(signal.SIGINT) == self._handle:
             signal.signal(signal.SIGINT, signal.default_int_handler)

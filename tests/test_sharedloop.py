@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import threading
 from collections.abc import Iterator
@@ -193,6 +194,43 @@ def test_exit_and_interrupt_reach_only_their_own_caller(shared: SharedLoop) -> N
     driver.join(WAIT)
     assert [type(e) for e in other] == [KeyboardInterrupt]
     assert outcome == ["unharmed"]  # the thread running the loop did not get it
+
+
+def test_an_interrupt_on_the_main_thread_is_the_main_threads(shared: SharedLoop) -> None:
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("needs the main thread")
+    gate = Gate(shared)
+
+    async def interrupted() -> None:
+        # as a signal handler's exception lands in the main thread while it runs this
+        raise KeyboardInterrupt
+
+    other: list[BaseException] = []
+
+    def call_interrupted() -> None:
+        assert gate.entered.wait(WAIT)  # the main thread runs the loop now
+        try:
+            shared.run(interrupted())
+        except BaseException as exc:  # noqa: BLE001 - recorded for the assertion
+            other.append(exc)
+
+    thread = threading.Thread(target=call_interrupted)
+    thread.start()
+    with pytest.raises(KeyboardInterrupt):
+        shared.run(gate.wait("never returned"))
+    thread.join(WAIT)
+    assert not thread.is_alive() and len(other) == 1
+
+
+def test_the_signal_line_outlives_stop_while_in_use() -> None:
+    shared = SharedLoop()
+    line = shared.signal_line()
+    assert line is not None
+    shared.stop()
+    os.fstat(line)  # still open: a wake-up fd may point at it
+    shared.release_signal_line()
+    with pytest.raises(OSError):
+        os.fstat(line)
 
 
 def test_code_on_the_loop_cannot_wait_on_it(shared: SharedLoop) -> None:
