@@ -25,7 +25,7 @@ from collections.abc import Coroutine
 from types import FrameType
 from typing import Any, Generic, TypeVar, cast
 
-__all__ = ["Keeper", "LoopStoppedError", "SharedLoop"]
+__all__ = ["CallInterruptedError", "Keeper", "LoopStoppedError", "SharedLoop"]
 
 T = TypeVar("T")
 
@@ -35,6 +35,11 @@ _CLEANUP_WAIT = 30.0
 
 class LoopStoppedError(RuntimeError):
     """The loop was stopped before or while the call ran."""
+
+
+class CallInterruptedError(RuntimeError):
+    """A signal's exception (Ctrl-C, sys.exit in a handler) struck the main thread while it
+    ran this call for another thread: the main thread got the exception, the call ended."""
 
 
 _SETTLE_STEPS = 3
@@ -126,7 +131,8 @@ class SharedLoop:
             return
         with self._cond:
             self._unstarted.discard(call)
-        if call.done:  # ended by stop() while it was settling
+        if call.done:  # ended meanwhile (stop(), or abandoned by a second Ctrl-C)
+            call.coroutine.close()
             return
         if call.cancel_requested:
             call.coroutine.close()
@@ -143,7 +149,10 @@ class SharedLoop:
         except (KeyboardInterrupt, SystemExit) as exc:
             here = threading.current_thread()
             if here is not call.thread and here is threading.main_thread():
-                raise  # a signal handler's, raised into the main thread while it ran this
+                # a signal handler's, raised into the main thread while it ran this call:
+                # the main thread gets it; the call's own thread gets an error of its own
+                call.error = CallInterruptedError(f"the call was ended by {exc!r}")
+                raise
             # raised by the call's own code: it belongs to the thread that made the call,
             # not to whichever thread runs the loop (where asyncio would re-raise it)
             call.error = exc
@@ -302,7 +311,8 @@ class SharedLoop:
             self._shut_down()
 
     def _shut_down(self) -> None:
-        self._wait(self._submit(self._cancel_all(), stopping=True))
+        shutdown = self._submit(self._cancel_all(), stopping=True)
+        self._wait(shutdown)
         with self._cond:
             while self._driver is not None:
                 self._cond.wait()
@@ -320,6 +330,8 @@ class SharedLoop:
                     if not self._wakeup_users:  # else the last one to let go closes it
                         self._close_signal_line()
             loop.close()
+        if isinstance(shutdown.error, (KeyboardInterrupt, SystemExit)):
+            raise shutdown.error  # a Ctrl-C during stop() is not swallowed
 
     async def _cancel_all(self) -> None:
         with self._cond:  # calls still settling have no task to cancel: end them here
