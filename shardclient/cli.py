@@ -11,26 +11,31 @@ SHARDCLIENT_* environment variable. Errors end in one line on stderr and an exit
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
+import shlex
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import anyio
+import anyio.to_thread
 import click
 
+from shardclient._handled import HandledExperiments
+from shardclient._review import ask_on_terminal, printable
 from shardclient.aio import AsyncShardDirectorClient
 from shardclient.config import load_envoy_config
 from shardclient.download import ProgressCallback
-from shardclient.envoy import Envoy, ExperimentOutcome
+from shardclient.envoy import Envoy, ExperimentResult, ExperimentSettings, Mode
 from shardclient.errors import (
     DirectorUnavailableError,
     EnvoyConfigError,
+    EnvoyStateError,
     ShardClientError,
     ShardDescriptorError,
     ShardRefusedError,
@@ -39,6 +44,9 @@ from shardclient.errors import (
 )
 from shardclient.gpu import GpuMonitor
 from shardclient.retry import RetryPolicy
+
+if TYPE_CHECKING:  # rich is imported only when a terminal shows a progress bar
+    from rich.progress import Progress
 
 __all__ = ["main", "cli"]
 
@@ -192,50 +200,68 @@ def _emit(as_json: bool, data: dict[str, object], text: str) -> None:
     click.echo(json.dumps(data) if as_json else text)
 
 
-# -- progress ----------------------------------------------------------------------------
+# -- progress and review on the terminal ------------------------------------------------
 
 
-@contextmanager
-def _progress_display() -> Iterator[Callable[[str], ProgressCallback]]:
-    """A rich progress bar per download on a terminal, periodic log lines otherwise."""
-    if sys.stdout.isatty():
-        from rich.progress import (
-            BarColumn,
-            DownloadColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TransferSpeedColumn,
-        )
+class _Terminal:
+    """Download progress (a rich bar on a terminal, log lines otherwise) and the review
+    prompt, which pauses the bar while it asks."""
 
-        with Progress(
-            TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
-            TransferSpeedColumn(), TimeElapsedColumn(),
-        ) as bar:
+    def __init__(self) -> None:
+        self._bar: Progress | None = None
 
-            def rich_callback(name: str) -> ProgressCallback:
-                task = bar.add_task(f"downloading {name}", total=None)
+    def __enter__(self) -> _Terminal:
+        if sys.stdout.isatty():
+            from rich.progress import (
+                BarColumn,
+                DownloadColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TransferSpeedColumn,
+            )
 
-                def update(received: int, total: int | None) -> None:
-                    bar.update(task, completed=received, total=total)
+            self._bar = Progress(
+                TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                TransferSpeedColumn(), TimeElapsedColumn(),
+            )
+            self._bar.start()
+        return self
 
-                return update
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
 
-            yield rich_callback
-        return
+    def progress(self, name: str) -> ProgressCallback:
+        bar = self._bar
+        if bar is not None:
+            task = bar.add_task(f"downloading {printable(name, 60)}", total=None)
 
-    def log_callback(name: str) -> ProgressCallback:
+            def update_bar(received: int, total: int | None) -> None:
+                bar.update(task, completed=received, total=total)
+
+            return update_bar
         last = [0.0]
 
-        def update(received: int, total: int | None) -> None:
+        def update_log(received: int, total: int | None) -> None:
             now = time.monotonic()
             if now - last[0] >= 2.0:
                 last[0] = now
-                logger.info("Downloading %s: %.1f MiB so far", name, received / 2**20)
+                logger.info("Downloading %s: %.1f MiB so far", printable(name), received / 2**20)
 
-        return update
+        return update_log
 
-    yield log_callback
+    async def approve(self, text: str) -> bool | None:
+        bar = self._bar
+        if bar is not None:
+            bar.stop()
+        try:
+            return await anyio.to_thread.run_sync(
+                ask_on_terminal, f"{text}\nApprove?", abandon_on_cancel=True
+            )
+        finally:
+            if bar is not None:
+                bar.start()
 
 
 # -- commands ----------------------------------------------------------------------------
@@ -259,28 +285,71 @@ def cli(context: click.Context, log_level: str | None, log_format: str) -> None:
 @_connection_options
 @_config_option
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=Path("."),
-              show_default=True, envvar=_env("WORKDIR"), help="Where experiment archives go.")
+              show_default=True, envvar=_env("WORKDIR"),
+              help="Where experiments are unpacked and run, and the envoy keeps its state.")
 @click.option("--exec", "command", envvar=_env("EXEC"),
-              help="Command run for each experiment (split as a shell would, run without one); "
-                   "gets SHARDCLIENT_ARCHIVE and SHARDCLIENT_EXPERIMENT in its environment.")
+              help="Run this command for each experiment instead of OpenFL's collaborator "
+                   "(split as a shell would, run without one); it gets SHARDCLIENT_ARCHIVE "
+                   "and SHARDCLIENT_EXPERIMENT in its environment.")
+@click.option("--download-only", is_flag=True, envvar=_env("DOWNLOAD_ONLY"),
+              help="Only download each experiment's archive into --workdir.")
+@click.option("--keep-environment", is_flag=True,
+              help="Keep each experiment's Python environment (install_requirements) after it.")
+@click.option("--keep-workspace", is_flag=True,
+              help="Keep each experiment's unpacked workspace after it.")
+@click.option("--rerun", "rerun", multiple=True, metavar="NAME",
+              help="Run experiment NAME again although this envoy already handled it.")
 @click.option("--once", is_flag=True, help="Stop after one experiment.")
-def run(envoy_config_path: Path, workdir: Path, command: str | None, once: bool,
+def run(envoy_config_path: Path, workdir: Path, command: str | None, download_only: bool,
+        keep_environment: bool, keep_workspace: bool, rerun: tuple[str, ...], once: bool,
         **options: Any) -> None:
     """Run the envoy: register, health checks, experiments, until stopped."""
+    if command is not None and download_only:
+        raise click.UsageError("--exec and --download-only exclude each other")
+    argv = _split_command(command) if command is not None else []
+    mode = Mode.COMMAND if argv else Mode.DOWNLOAD_ONLY if download_only else Mode.COLLABORATOR
+    if mode is Mode.COLLABORATOR and importlib.util.find_spec("openfl") is None:
+        raise _Exit(EXIT_USAGE, "OpenFL is not installed, so there is no collaborator to run: "
+                                "pip install 'shardclient[openfl]' (or give --exec COMMAND "
+                                "or --download-only)")
     config = load_envoy_config(envoy_config_path)
     workdir.mkdir(parents=True, exist_ok=True)
+    handled = HandledExperiments(workdir)
+    for name in rerun:
+        if handled.forget(name):
+            logger.info("Experiment %s will run again if the director offers it (--rerun)", name)
     client = _client(**options)
+    settings = ExperimentSettings(
+        mode=mode, workdir=workdir.absolute(), shard_name=options["shard_name"], command=argv,
+        envoy_config=config.path, cuda_devices=config.cuda_devices,
+        review=config.review_experiment, install_requirements=config.install_requirements,
+        keep_environment=keep_environment, keep_workspace=keep_workspace,
+        root_certificate=None if options["disable_tls"] else options["root_cert_path"],
+        private_key=None if options["disable_tls"] else options["private_key_path"],
+        certificate=None if options["disable_tls"] else options["public_cert_path"],
+    )
 
-    async def main() -> list[ExperimentOutcome]:
-        with GpuMonitor() as monitor, _progress_display() as progress:
+    async def main() -> list[ExperimentResult]:
+        with GpuMonitor() as monitor, _Terminal() as terminal:
             async with client:
                 envoy = Envoy(client, descriptor=config.descriptor,
                               cuda_devices=config.cuda_devices, workdir=workdir,
-                              command=command, monitor=monitor, progress=progress)
+                              settings=settings, handled=handled, monitor=monitor,
+                              approve=terminal.approve, progress=terminal.progress)
                 return await envoy.serve(once=once)
 
-    outcomes = _run_async(main)
-    raise _Exit(EXIT_EXPERIMENT_FAILED if any(o.failed for o in outcomes) else EXIT_OK)
+    results = _run_async(main)
+    raise _Exit(EXIT_EXPERIMENT_FAILED if any(r.failed for r in results) else EXIT_OK)
+
+
+def _split_command(command: str) -> list[str]:
+    try:
+        argv = shlex.split(command)
+    except ValueError as exc:
+        raise click.BadParameter(f"{exc} in {command!r}", param_hint="'--exec'") from None
+    if not argv:
+        raise click.BadParameter("an empty command", param_hint="'--exec'")
+    return argv
 
 
 @cli.command()
@@ -351,10 +420,10 @@ def download(experiment_name: str, workdir: Path, as_json: bool, **options: Any)
     workdir.mkdir(parents=True, exist_ok=True)
 
     async def main() -> tuple[str, int, str]:
-        with _progress_display() as progress:
+        with _Terminal() as terminal:
             async with client:
                 result = await client.download_experiment(
-                    experiment_name, workdir, progress=progress(experiment_name)
+                    experiment_name, workdir, progress=terminal.progress(experiment_name)
                 )
         return str(result.path), result.size, result.sha256
 
@@ -411,7 +480,8 @@ def _unwrap(exc: BaseException) -> BaseException:
 def _exit_code(exc: BaseException) -> int:
     if isinstance(exc, ShardRefusedError):
         return EXIT_REFUSED
-    if isinstance(exc, (EnvoyConfigError, TLSConfigurationError, ShardDescriptorError,
+    if isinstance(exc, (EnvoyConfigError, EnvoyStateError, TLSConfigurationError,
+                        ShardDescriptorError,
                         FileNotFoundError, NotADirectoryError, PermissionError)):
         return EXIT_CONFIG
     if isinstance(exc, (DirectorUnavailableError, TLSHandshakeError)):

@@ -23,7 +23,9 @@ import anyio
 from shardclient.errors import CorruptExperimentDataError
 from shardclient.stream import RawChunk
 
-__all__ = ["DownloadedExperiment", "ProgressCallback", "archive_filename", "save_archive"]
+__all__ = [
+    "DownloadedExperiment", "ProgressCallback", "archive_filename", "safe_stem", "save_archive"
+]
 
 ProgressCallback = Callable[[int, "int | None"], None]
 """Called with (bytes received so far, total bytes or None when the director does not say)."""
@@ -43,18 +45,24 @@ class DownloadedExperiment:
     sha256: str
 
 
-def archive_filename(experiment_name: str) -> str:
-    """A safe file name for an experiment's archive: ``<name>.zip`` when the name is
-    harmless, otherwise a sanitized stem plus a digest of the full name (so distinct
-    names never collide). Never a path: no separators, no leading dot, no NUL."""
+def safe_stem(experiment_name: str) -> str:
+    """A safe file name stem for an experiment: the name itself when it is harmless,
+    otherwise a sanitized stem plus a digest of the full name (so distinct names never
+    collide). Never a path: no separators, no leading dot, no NUL."""
     if not isinstance(experiment_name, str):
         raise ValueError(f"experiment name must be a str, got {experiment_name!r}")
     stem = _UNSAFE.sub("_", experiment_name).lstrip(".")
     if stem == experiment_name and 0 < len(stem) <= _MAX_STEM:
-        return f"{stem}.zip"
+        return stem
     digest = hashlib.sha256(experiment_name.encode("utf-8", "surrogatepass")).hexdigest()[:12]
     stem = stem[:_MAX_STEM].rstrip("._") or "experiment"
-    return f"{stem}-{digest}.zip"
+    return f"{stem}-{digest}"
+
+
+def archive_filename(experiment_name: str) -> str:
+    """The file name of an experiment's archive: ``safe_stem(name) + ".zip"``
+    (``archive_filename("../x")`` is ``_x-<digest>.zip``)."""
+    return f"{safe_stem(experiment_name)}.zip"
 
 
 def _fsync_directory(directory: Path) -> None:

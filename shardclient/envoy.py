@@ -1,32 +1,34 @@
-"""The envoy loop: register, keep health checks going, wait for experiments, fetch, hand off,
-report. Built on the public AsyncShardDirectorClient only.
+"""The envoy loop: register, keep health checks going, wait for experiments, handle each
+once, report failures. Built on the public AsyncShardDirectorClient only.
 
 Semantics follow OpenFL's envoy, with its failure modes fixed: the health loop survives every
 transient error and GPU failure (each kind logged once until it recovers), a lost
-registration is renewed, and a failed experiment command is reported with its exit code and
-the tail of its stderr.
+registration is renewed, an experiment is handled once (the director keeps offering one that
+runs or failed: the envoy remembers, across restarts, and waits politely instead of running it
+again), and a failure is reported once, with the exit code and the tail of the output.
 """
 
 from __future__ import annotations
 
-import collections
 import logging
-import os
-import shlex
-import signal
-import subprocess
-import sys
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
 import anyio.to_thread
-from anyio.abc import Process
 
+from shardclient._experiment import (
+    Approver,
+    ExperimentResult,
+    ExperimentSettings,
+    Mode,
+    run_experiment,
+)
+from shardclient._handled import HandledExperiment, HandledExperiments, Outcome
+from shardclient._review import printable
 from shardclient.aio import AsyncShardDirectorClient
 from shardclient.descriptor import ShardDescriptor, StaticShardDescriptor
-from shardclient.download import DownloadedExperiment, ProgressCallback
+from shardclient.download import ProgressCallback
 from shardclient.errors import (
     CorruptExperimentDataError,
     DirectorProtocolError,
@@ -40,28 +42,14 @@ from shardclient.errors import (
 from shardclient.gpu import GpuMonitor
 from shardclient.messages import CudaDeviceInfo
 
-__all__ = ["Envoy", "ExperimentOutcome", "STDERR_TAIL"]
+__all__ = ["Envoy", "ExperimentResult", "ExperimentSettings", "Mode"]
 
 logger = logging.getLogger("shardclient.envoy")
 
-STDERR_TAIL = 4000
-"""Characters of a failed command's stderr sent to the director as the error description."""
-
 _FIRST_PERIOD = 10.0  # seconds between health checks until the director names its period
-_TERMINATE_GRACE = 10.0  # seconds a command gets to exit after SIGTERM before SIGKILL
-
-
-@dataclass(frozen=True)
-class ExperimentOutcome:
-    """One experiment handled: its archive, and the command's exit code (None: no command)."""
-
-    name: str
-    archive: DownloadedExperiment
-    exit_code: int | None
-
-    @property
-    def failed(self) -> bool:
-        return self.exit_code not in (None, 0)
+_MAX_POLITE_WAIT = 60.0  # longest pause between two asks while a handled one is offered
+_DOWNLOAD_ATTEMPTS = 3  # an archive that fails to download this often is reported failed
+_REPORT_TIMEOUT = 10.0  # seconds a failure report may take while the envoy is stopping
 
 
 class _OnceLog:
@@ -94,25 +82,38 @@ class Envoy:
         descriptor: ShardDescriptor,
         cuda_devices: Sequence[int] = (),
         workdir: Path,
-        command: str | None = None,
+        settings: ExperimentSettings | None = None,
+        handled: HandledExperiments | None = None,
         monitor: GpuMonitor | None = None,
+        approve: Approver | None = None,
         progress: Callable[[str], ProgressCallback | None] | None = None,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
     ) -> None:
-        """``progress(name)`` makes the progress callback for one download; ``sleep`` waits
-        between health checks (tests replace it to step the loop without real time)."""
+        """``settings`` say what runs per experiment (default: keep the archive only);
+        ``handled`` remembers what was handled (default: the state file in ``workdir``);
+        ``approve`` asks the data owner when the config wants a review; ``progress(name)``
+        makes the progress callback for one download; ``sleep`` waits between health checks
+        (tests replace it to step the loop without real time)."""
         self.client = client
         self.descriptor = descriptor
         self.cuda_devices = tuple(cuda_devices)
         self.workdir = workdir
-        self.command = shlex.split(command) if command else None
+        self.settings = settings or ExperimentSettings(
+            mode=Mode.DOWNLOAD_ONLY, workdir=workdir, shard_name=client.shard_name
+        )
+        self.handled = handled if handled is not None else HandledExperiments(workdir)
         self.monitor = monitor
+        self._approve = approve
         self._progress = progress
         self._sleep = sleep
         self.is_experiment_running = False
         self.health_checks_sent = 0
+        self.period = _FIRST_PERIOD
         self._health_log = _OnceLog("health check")
         self._gpu_log = _OnceLog("GPU readings")
+        self._registered = anyio.Event()  # set (and replaced) at every registration
+        self._download_failures: dict[str, int] = {}
+        self._explained: set[str] = set()
 
     # -- registration and health ----------------------------------------------------------
 
@@ -131,6 +132,8 @@ class Envoy:
                 target_shape=target,
             )
         logger.info("Shard %s registered with %s", self.client.shard_name, self.client.address)
+        self._registered.set()
+        self._registered = anyio.Event()
 
     def readings(self) -> list[CudaDeviceInfo]:
         """Live readings of the configured devices; [] (logged once) when they cannot be read."""
@@ -174,128 +177,140 @@ class Envoy:
                 answered = await self.health_check()
                 # a period <= 0 would make a busy loop: keep the last good one
                 period = answered if answered > 0 else period
+                self.period = period
                 self._health_log.recovered()
             except ShardClientError as exc:
                 self._health_log.problem(type(exc).__name__, str(exc))
             await self._sleep(period)
 
+
     # -- experiments -------------------------------------------------------------------------
 
-    async def handle_next_experiment(self) -> ExperimentOutcome:
-        """Wait for an experiment, download it, run the command on it, report a failure."""
-        name = await self.client.wait_experiment()
-        logger.info("Experiment %s received", name)
-        self.is_experiment_running = True
-        try:
-            progress = self._progress(name) if self._progress is not None else None
-            archive = await self.client.download_experiment(name, self.workdir, progress=progress)
-            logger.info(
-                "Experiment %s downloaded: %s (%d bytes, sha256 %s)",
-                name, archive.path, archive.size, archive.sha256,
-            )
-            if self.command is None:
-                return ExperimentOutcome(name, archive, None)
-            code, tail = await self._run_command(name, archive)
-        finally:
-            self.is_experiment_running = False
-        if code != 0:
-            logger.warning("Experiment %s: the command exited with %d; reporting", name, code)
-            try:
-                await self.client.set_experiment_failed(
-                    name, error_code=code, error_description=tail
-                )
-            except ShardClientError as exc:
-                # openfl 1.6 answers UNKNOWN when the experiment's aggregator never started
-                logger.warning("Experiment %s: the failure report failed: %s", name, exc)
-        return ExperimentOutcome(name, archive, code)
+    async def handle_experiment(self, name: str) -> ExperimentResult:
+        """Handle experiment ``name`` once: run it, remember the outcome, report a failure.
 
-    async def _run_command(self, name: str, archive: DownloadedExperiment) -> tuple[int, str]:
-        assert self.command is not None
-        env = dict(os.environ)
-        env["SHARDCLIENT_ARCHIVE"] = str(archive.path)
-        env["SHARDCLIENT_EXPERIMENT"] = name
-        logger.info("Running %s", shlex.join(self.command))
+        Download errors propagate (the experiment is not marked handled, so it is tried again
+        when the director offers it again, up to a few times). If the envoy is stopped
+        meanwhile, the experiment is recorded and reported as failed before the cancellation
+        goes on."""
+        self.handled.record(name, Outcome.RUNNING)
+        self.is_experiment_running = True
+        progress = self._progress(name) if self._progress is not None else None
         try:
-            process = await anyio.open_process(
-                self.command,
-                stdin=None,
-                stdout=None,
-                stderr=subprocess.PIPE,
-                env=env,
-                cwd=self.workdir,
-                start_new_session=True,  # its own process group: stopping it stops its children
+            result = await run_experiment(
+                self.settings, self.client, name, approve=self._approve, progress=progress
             )
-        except OSError as exc:
-            message = f"cannot run {self.command[0]!r}: {exc.strerror or exc}"
-            logger.error("Experiment %s: %s", name, message)
-            return 127, message
-        tail: collections.deque[str] = collections.deque()
-        try:
-            await self._relay_stderr(process, tail)
-            code = await process.wait()
+        except (DirectorUnavailableError, DirectorRPCError, CorruptExperimentDataError) as exc:
+            failures = self._download_failures.get(name, 0) + 1
+            self._download_failures[name] = failures
+            if failures < _DOWNLOAD_ATTEMPTS or isinstance(exc, DirectorUnavailableError):
+                self.handled.forget(name)
+                raise
+            result = ExperimentResult(
+                name, Outcome.FAILED, 1,
+                f"the envoy could not download the experiment's archive "
+                f"({failures} attempts): {exc}",
+            )  # fmt: skip
         except BaseException:
             with anyio.CancelScope(shield=True):
-                await _terminate(process)
+                description = "the envoy was stopped during the experiment"
+                self.handled.record(name, Outcome.FAILED, description)
+                await self._report(name, 1, description, timeout=_REPORT_TIMEOUT)
             raise
-        await process.aclose()
-        return code, "".join(tail)[-STDERR_TAIL:]
+        finally:
+            self.is_experiment_running = False
+        self.handled.record(name, result.outcome, result.description)
+        if result.failed:
+            await self._report(name, result.exit_code or 1, result.description)
+        return result
 
-    @staticmethod
-    async def _relay_stderr(process: Process, tail: collections.deque[str]) -> None:
-        """Copy the command's stderr to ours as it comes, keeping its last characters."""
-        if process.stderr is None:
+    async def _report(
+        self, name: str, code: int, description: str, *, timeout: float | None = None
+    ) -> None:
+        """Tell the director the experiment failed here; a failed report is logged only."""
+        logger.info("Reporting experiment %s as failed (code %d)", printable(name), code)
+        try:
+            with anyio.fail_after(timeout):
+                await self.client.set_experiment_failed(
+                    name, error_code=code, error_description=description
+                )
+        except (ShardClientError, TimeoutError) as exc:
+            # openfl 1.6 answers UNKNOWN when the experiment's aggregator never started
+            logger.warning("Experiment %s: the failure report failed: %s", printable(name), exc)
+
+    def _explain_wait(self, entry: HandledExperiment) -> None:
+        """Say once per experiment why the envoy does not take the one it is offered."""
+        if entry.name in self._explained:
             return
-        kept = 0
-        async for data in process.stderr:
-            sys.stderr.buffer.write(data)
-            sys.stderr.buffer.flush()
-            text = data.decode("utf-8", errors="replace")
-            tail.append(text)
-            kept += len(text)
-            while kept - len(tail[0]) >= STDERR_TAIL:
-                kept -= len(tail.popleft())
+        self._explained.add(entry.name)
+        name = printable(entry.name)
+        what = {
+            Outcome.FAILED: "failed here",
+            Outcome.REFUSED: "was refused here",
+            Outcome.SUCCEEDED: "finished here",
+            Outcome.DOWNLOADED: "was downloaded here",
+            Outcome.RUNNING: "was interrupted here",
+        }[entry.outcome]
+        logger.warning(
+            "The director still offers experiment %s, which %s; not running it again. "
+            "Waiting for another: a director restart, or removing %s's data from the frontend, "
+            "frees this envoy (run again on purpose with --rerun %s).",
+            name, what, name, name,
+        )
 
-    async def serve(self, *, once: bool = False) -> list[ExperimentOutcome]:
+    async def _wait_politely(self, delay: float) -> None:
+        """Pause before asking again; a new registration (a director restart) ends it early."""
+        registered = self._registered
+        with anyio.move_on_after(delay):
+            await registered.wait()
+
+    async def serve(self, *, once: bool = False) -> list[ExperimentResult]:
         """Register, then handle experiments (one with ``once``) while health checks run.
 
-        Without ``once``, a director that goes away or a broken download is logged and the
-        envoy waits again; with ``once`` such errors end the call.
+        An experiment the director offers again after it was handled is not run again; the
+        envoy asks again after a pause that grows from the health period to a minute, or
+        right after re-registering. Without ``once``, a director that goes away or a broken
+        download is logged and the envoy waits again; with ``once`` such errors end the call.
         """
+        interrupted = [e for e in self.handled.all() if e.outcome is Outcome.RUNNING]
+        for entry in interrupted:
+            description = "the envoy stopped (it was restarted) during the experiment"
+            self.handled.record(entry.name, Outcome.FAILED, description)
+            await self._report(entry.name, 1, description)
         await self.register()
-        outcomes: list[ExperimentOutcome] = []
+        results: list[ExperimentResult] = []
         async with anyio.create_task_group() as group:
             group.start_soon(self.health_loop)
+            delay = 0.0
             while True:
                 try:
-                    outcomes.append(await self.handle_next_experiment())
+                    name = await self.client.wait_experiment()
+                except (DirectorUnavailableError, DirectorRPCError) as exc:
+                    if once or isinstance(exc, DirectorProtocolError):
+                        raise
+                    logger.error("Waiting for an experiment failed: %s; waiting again", exc)
+                    await self._sleep(self.period)
+                    continue
+                offered = self.handled.get(name)
+                if offered is not None:
+                    self._explain_wait(offered)
+                    delay = min(max(self.period, delay * 2), max(self.period, _MAX_POLITE_WAIT))
+                    await self._wait_politely(delay)
+                    continue
+                delay = 0.0
+                logger.info("Experiment %s received", printable(name))
+                try:
+                    results.append(await self.handle_experiment(name))
                 except (DirectorUnavailableError, DirectorRPCError,
                         CorruptExperimentDataError) as exc:
                     if once or isinstance(exc, DirectorProtocolError):
                         raise
-                    logger.error("Experiment handling failed: %s; waiting again", exc)
-                    await self._sleep(_FIRST_PERIOD)
+                    logger.error("Experiment %s: download failed: %s; waiting again",
+                                 printable(name), exc)
+                    await self._sleep(self.period)
                     continue
                 if once:
                     break
             group.cancel_scope.cancel()
-        return outcomes
+        return results
 
-
-async def _terminate(process: Process) -> None:
-    """Stop a command and everything it started: SIGTERM to its process group, then SIGKILL
-    if it lingers."""
-    if process.returncode is None:
-        _signal_group(process, signal.SIGTERM)
-        with anyio.move_on_after(_TERMINATE_GRACE):
-            await process.wait()
-    if process.returncode is None:
-        _signal_group(process, signal.SIGKILL)
-        await process.wait()
-    await process.aclose()
-
-
-def _signal_group(process: Process, signum: signal.Signals) -> None:
-    try:
-        os.killpg(process.pid, signum)
-    except ProcessLookupError:
-        pass

@@ -26,6 +26,7 @@ __all__ = [
     "ClientClosedError",
     "ShardDescriptorError",
     "EnvoyConfigError",
+    "EnvoyStateError",
     "GpuInfoError",
     "CorruptExperimentDataError",
 ]
@@ -100,6 +101,10 @@ class ShardDescriptorError(ShardClientError, ValueError):
 
 class EnvoyConfigError(ShardClientError):
     """An envoy config file is missing, malformed, or names something unusable."""
+
+
+class EnvoyStateError(ShardClientError):
+    """The envoy's state file (handled experiments) cannot be read or written; names it."""
 
 
 class GpuInfoError(ShardClientError):

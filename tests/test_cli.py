@@ -23,12 +23,13 @@ LIMIT = 60  # seconds any one command may take
 
 @pytest.fixture
 def envoy_config(tmp_path: Path) -> Path:
-    """OpenFL's envoy config format; its descriptor returns int shapes 28x28 -> 1, and it
-    names no CUDA devices (this machine may have none)."""
+    """OpenFL's envoy config format; its descriptor returns int shapes 28x28 -> 1, it names
+    no CUDA devices (this machine may have none) and asks for no review."""
     folder = tmp_path / "config"
     shutil.copytree(FIXTURES / "envoy_ints", folder)
     config = folder / "envoy_config.yaml"
-    config.write_text(config.read_text().replace("cuda_devices: [0, 2]", "cuda_devices: []"))
+    text = config.read_text().replace("cuda_devices: [0, 2]", "cuda_devices: []")
+    config.write_text(text.replace("review_experiment: true", "review_experiment: false"))
     return config
 
 
@@ -115,7 +116,7 @@ def test_run_once_reports_a_failing_command(
 def test_refused_registration_exits_2(envoy_config: Path, workdir: Path) -> None:
     with LocalDirector(sample_shape=["32", "32"], target_shape=["1"]) as other:
         done = _run("run", *_connection(other), "-ec", str(envoy_config),
-                    "--workdir", str(workdir), "--once")
+                    "--workdir", str(workdir), "--once", "--download-only")
     assert done.returncode == 2
     line = _one_error_line(done.stderr)
     assert "refused" in line and "['28', '28']" in line and "['1']" in line
@@ -129,7 +130,7 @@ def test_sigterm_during_download_removes_the_partial_file(
     workdir.mkdir()
     envoy = subprocess.Popen(
         [*COMMAND, "run", *_connection(director), "-ec", str(envoy_config),
-         "--workdir", str(workdir), "--once"],
+         "--workdir", str(workdir), "--once", "--download-only"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
     )
     writer = None
@@ -149,7 +150,7 @@ def test_sigterm_during_download_removes_the_partial_file(
             envoy.kill()
     assert envoy.returncode == 143, stderr
     assert "Traceback" not in stderr
-    assert list(workdir.iterdir()) == []
+    assert [p.name for p in workdir.iterdir()] == [".shardclient-envoy-state.json"]  # no .part
 
 
 def test_sigterm_during_the_command_stops_it_and_its_children(
@@ -179,7 +180,9 @@ def test_sigterm_during_the_command_stops_it_and_its_children(
             envoy.kill()
     assert envoy.returncode == 143, stderr
     assert _gone(command_pid) and _gone(grandchild_pid)
-    assert director.failures == []  # stopped by us, not failed
+    (failure,) = director.failures  # reported once: the experiment did not complete here
+    assert failure.experiment_name == "long"
+    assert "stopped during the experiment" in failure.error_description
 
 
 def test_sigterm_during_a_one_shot_download(

@@ -52,25 +52,26 @@ def test_shardclient_run_once_end_to_end(any_director: RunningDirector, tmp_path
     config_dir = tmp_path / "envoy"
     shutil.copytree(FIXTURES / "envoy_ints", config_dir)
     config = config_dir / "envoy_config.yaml"
-    config.write_text(config.read_text().replace("cuda_devices: [0, 2]", "cuda_devices: []"))
+    text = config.read_text().replace("cuda_devices: [0, 2]", "cuda_devices: []")
+    config.write_text(text.replace("review_experiment: true", "review_experiment: false"))
     workdir = tmp_path / "work"
     archive, sha256 = _archive(tmp_path)
     envoy = subprocess.Popen(
         [sys.executable, "-m", "shardclient", "run", "-n", shard,
          "-dh", any_director.host, "-dp", str(any_director.port), *_tls_flags(any_director),
-         "-ec", str(config), "--workdir", str(workdir), "--once"],
+         "-ec", str(config), "--workdir", str(workdir), "--once", "--download-only"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
     )  # fmt: skip
+    experiment = unique("cli-exp")
     try:
-        submit_experiment(any_director, name=unique("cli-exp"), collaborators=[shard],
-                          archive=archive)
+        submit_experiment(any_director, name=experiment, collaborators=[shard], archive=archive)
         _, stderr = envoy.communicate(timeout=WAIT_EXPERIMENT_DEADLINE_S + 60)
     finally:
         if envoy.poll() is None:
             envoy.kill()
             envoy.communicate()
     assert envoy.returncode == 0, stderr
-    (downloaded,) = workdir.iterdir()
+    downloaded = workdir / f"{experiment}.zip"
     assert hashlib.sha256(downloaded.read_bytes()).hexdigest() == sha256
 
 
