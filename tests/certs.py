@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography import x509
@@ -23,11 +23,13 @@ class CertPair:
 
 @dataclass(frozen=True)
 class Pki:
-    """Everything a mutual-TLS test needs: the CA certificate and two leaf pairs."""
+    """Everything a mutual-TLS test needs: the CA certificate and the leaf pairs (``client``
+    and any extra clients by common name in ``clients``)."""
 
     ca_cert: Path
     server: CertPair
     client: CertPair
+    clients: dict[str, CertPair] = field(default_factory=dict)
 
 
 def _name(common_name: str) -> x509.Name:
@@ -87,8 +89,10 @@ def make_pki(
     client_name: str = "envoy-one",
     server_hosts: tuple[str, ...] = ("localhost", "127.0.0.1"),
     ca_name: str = "shardclient test CA",
+    extra_clients: tuple[str, ...] = (),
 ) -> Pki:
-    """Create a fresh CA with a server (for ``server_hosts``) and a client certificate."""
+    """Create a fresh CA with a server (for ``server_hosts``) and client certificates (one
+    for ``client_name``, one per ``extra_clients`` name)."""
     directory.mkdir(parents=True, exist_ok=True)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_subject = _name(ca_name)
@@ -127,4 +131,9 @@ def make_pki(
     client = _leaf(
         ca_key, ca_subject, client_name, ExtendedKeyUsageOID.CLIENT_AUTH, directory, "client"
     )
-    return Pki(ca_cert=ca_path, server=server, client=client)
+    clients = {client_name: client}
+    for name in extra_clients:
+        clients[name] = _leaf(
+            ca_key, ca_subject, name, ExtendedKeyUsageOID.CLIENT_AUTH, directory, f"client-{name}"
+        )
+    return Pki(ca_cert=ca_path, server=server, client=client, clients=clients)

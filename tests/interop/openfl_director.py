@@ -1,14 +1,19 @@
-"""Running the real OpenFL 1.6 director for the interop tests.
+"""Running the real OpenFL director for the interop tests.
 
 OpenFL pins its own grpcio/protobuf, so it lives in a virtual environment of its own,
-created once under ``<repo>/.interop/venv`` and reused while its ready-marker matches
-the pinned requirements. Installing it may fail as RegistryUnreachable (the only
-failure the fixtures turn into a skip) when pip could not reach the package registry.
+created once under ``<repo>/.interop/venv-<version>`` and reused while its ready-marker
+matches the requirements. The version is 1.6 unless SHARDCLIENT_OPENFL_VERSION names
+another (1.5.1 to 1.7.1 share the director protocol). Where the version allows it (1.6
+and later: openfl 1.5.1 pins an older click), shardclient itself is installed there too,
+editable and with its ``openfl`` extra, so that envoys of ours can run OpenFL's
+collaborator. Installing may fail as RegistryUnreachable (the only failure the fixtures
+turn into a skip) when pip could not reach the package registry.
 """
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 import re
 import shutil
@@ -23,12 +28,16 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CACHE_DIR = REPO_ROOT / ".interop"
-VENV_DIR = CACHE_DIR / "venv"
+OPENFL_VERSION = os.environ.get("SHARDCLIENT_OPENFL_VERSION", "1.6")
+VENV_DIR = CACHE_DIR / f"venv-{OPENFL_VERSION}"
 READY_MARKER = ".shardclient-interop-ready"
 SUBMIT_SCRIPT = Path(__file__).resolve().with_name("submit_experiment.py")
+# Versions whose requirements admit shardclient's (openfl 1.5.1 pins Click==8.0.1).
+WITH_SHARDCLIENT = OPENFL_VERSION not in ("1.5", "1.5.1")
 
 # numpy 2.1 removed np.reshape(newshape=...), which the 1.6 director's SetNewExperiment uses.
-OPENFL_REQUIREMENTS = ("openfl==1.6", "numpy<2.1")
+OPENFL_REQUIREMENTS = (f"openfl=={OPENFL_VERSION}", "numpy<2.1")
+SHARDCLIENT_REQUIREMENT = ("-e", f"{REPO_ROOT}[openfl]")
 PIP_INSTALL_TIMEOUT_S = 480.0  # under the tests' 600 s pytest timeout
 DIRECTOR_START_TIMEOUT_S = 60.0
 DIRECTOR_STOP_TIMEOUT_S = 15.0
@@ -118,11 +127,17 @@ def _versions_fit(versions: tuple[str, str] | None) -> bool:
         return False
     openfl_version, numpy_version = versions
     numpy_minor = tuple(int(part) for part in re.findall(r"\d+", numpy_version)[:2])
-    return openfl_version == "1.6" and numpy_minor < (2, 1)
+    return openfl_version == OPENFL_VERSION and numpy_minor < (2, 1)
+
+
+def _requirements() -> tuple[str, ...]:
+    return (*OPENFL_REQUIREMENTS, *(SHARDCLIENT_REQUIREMENT if WITH_SHARDCLIENT else ()))
 
 
 def _marker_text() -> str:
-    return "\n".join((*OPENFL_REQUIREMENTS, sys.version.split()[0])) + "\n"
+    # shardclient's own requirements may change: they are part of what makes the venv fit
+    project = hashlib.sha256((REPO_ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    return "\n".join((*_requirements(), project, sys.version.split()[0])) + "\n"
 
 
 def _venv_ready(venv: OpenflVenv) -> bool:
@@ -137,7 +152,7 @@ def _install(venv: OpenflVenv, log: Path) -> None:
     subprocess.run([sys.executable, "-m", "venv", str(venv.root)], check=True, timeout=300)
     command = [
         str(venv.python), "-m", "pip", "install", "--retries", "2", "--timeout", "60",
-        *OPENFL_REQUIREMENTS,
+        *_requirements(),
     ]  # fmt: skip
     try:
         result = subprocess.run(
@@ -149,18 +164,18 @@ def _install(venv: OpenflVenv, log: Path) -> None:
         )
     except subprocess.TimeoutExpired as exc:
         raise RuntimeError(
-            f"pip install {' '.join(OPENFL_REQUIREMENTS)} ran over {PIP_INSTALL_TIMEOUT_S} s"
+            f"pip install {' '.join(_requirements())} ran over {PIP_INSTALL_TIMEOUT_S} s"
         ) from exc
     log.write_text(result.stdout)
     if result.returncode != 0:
         network = _NETWORK_FAILURE.search(result.stdout)
         if network is not None:
             raise RegistryUnreachable(
-                f"package registry unreachable while installing openfl 1.6 "
+                f"package registry unreachable while installing openfl {OPENFL_VERSION} "
                 f"(pip: ...{network.group(0)}...; full output in {log})"
             )
         raise RuntimeError(
-            f"pip install {' '.join(OPENFL_REQUIREMENTS)} failed (exit {result.returncode}); "
+            f"pip install {' '.join(_requirements())} failed (exit {result.returncode}); "
             f"output in {log}:\n{result.stdout[-4000:]}"
         )
     versions = _installed_versions(venv.python)
@@ -191,15 +206,18 @@ def free_port(host: str = HOST) -> int:
         return port
 
 
-def _write_config(workdir: Path, port: int) -> Path:
+def _write_config(
+    workdir: Path, port: int, sample_shape: tuple[str, ...], target_shape: tuple[str, ...],
+    health_check_period: int,
+) -> Path:  # fmt: skip
     config = workdir / "director_config.yaml"
     config.write_text(
         "settings:\n"
         f"  listen_host: {HOST}\n"
         f"  listen_port: {port}\n"
-        f"  sample_shape: [{', '.join(repr(d) for d in SAMPLE_SHAPE)}]\n"
-        f"  target_shape: [{', '.join(repr(d) for d in TARGET_SHAPE)}]\n"
-        f"  envoy_health_check_period: {HEALTH_CHECK_PERIOD_S}\n"
+        f"  sample_shape: [{', '.join(repr(d) for d in sample_shape)}]\n"
+        f"  target_shape: [{', '.join(repr(d) for d in target_shape)}]\n"
+        f"  envoy_health_check_period: {health_check_period}\n"
         "  install_requirements: false\n"
     )
     return config
@@ -230,15 +248,15 @@ def _wait_for_port(process: subprocess.Popen[bytes], port: int, log: Path) -> No
         )
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    """Terminate the director's process group and reap it, whatever state it is in."""
+def stop_process_group(process: subprocess.Popen[bytes], timeout: float = DIRECTOR_STOP_TIMEOUT_S) -> None:
+    """Terminate a process's group and reap it, whatever state it is in."""
     if process.poll() is None:
         try:
             os.killpg(process.pid, signal.SIGTERM)
         except ProcessLookupError:
             pass
         try:
-            process.wait(timeout=DIRECTOR_STOP_TIMEOUT_S)
+            process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             try:
                 os.killpg(process.pid, signal.SIGKILL)
@@ -247,42 +265,74 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
     process.wait()
 
 
+class DirectorProcess:
+    """``fx director start`` in ``workdir`` on a fixed port: start, stop, start again."""
+
+    def __init__(
+        self, venv: OpenflVenv, workdir: Path, certs: EnvoyCerts | None = None, *,
+        server_key: Path | None = None, server_cert: Path | None = None,
+        sample_shape: tuple[str, ...] = SAMPLE_SHAPE, target_shape: tuple[str, ...] = TARGET_SHAPE,
+        health_check_period: int = HEALTH_CHECK_PERIOD_S,
+    ) -> None:  # fmt: skip
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.venv = venv
+        self.port = free_port()
+        self.running = RunningDirector(
+            host=HOST, port=self.port, python=venv.python, workdir=workdir,
+            log=workdir / "director.log", certs=certs, health_check_period=health_check_period,
+            sample_shape=sample_shape, target_shape=target_shape,
+        )  # fmt: skip
+        config = _write_config(workdir, self.port, sample_shape, target_shape, health_check_period)
+        self._command = [str(venv.fx), "director", "start", "-c", config.name]
+        if certs is None:
+            self._command.insert(3, "--disable-tls")
+        else:
+            assert server_key is not None and server_cert is not None
+            self._command += [
+                "-rc", str(certs.root_certificate), "-pk", str(server_key), "-oc", str(server_cert),
+            ]  # fmt: skip
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> RunningDirector:
+        assert self._process is None, "already running"
+        env = dict(os.environ, PYTHONUNBUFFERED="1", COLUMNS="200")
+        with open(self.running.log, "ab") as log_file:
+            # The director refuses a config path outside its working directory: run it there.
+            process = subprocess.Popen(
+                self._command,
+                cwd=self.running.workdir,
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+            )
+        self._process = process
+        try:
+            _wait_for_port(process, self.port, self.running.log)
+        except BaseException:
+            self.stop()
+            raise
+        return self.running
+
+    def stop(self) -> None:
+        process, self._process = self._process, None
+        if process is not None:
+            stop_process_group(process)
+
+
 def run_director(
     venv: OpenflVenv, workdir: Path, certs: EnvoyCerts | None = None, *,
     server_key: Path | None = None, server_cert: Path | None = None,
 ) -> Iterator[RunningDirector]:  # fmt: skip
     """Start ``fx director start`` in ``workdir``, yield it once it listens, then stop it."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    config = _write_config(workdir, port)
-    command = [str(venv.fx), "director", "start", "-c", config.name]
-    if certs is None:
-        command.insert(3, "--disable-tls")
-    else:
-        assert server_key is not None and server_cert is not None
-        command += [
-            "-rc", str(certs.root_certificate), "-pk", str(server_key), "-oc", str(server_cert),
-        ]  # fmt: skip
-    log = workdir / "director.log"
-    env = dict(os.environ, PYTHONUNBUFFERED="1", COLUMNS="200")
-    with open(log, "wb") as log_file:
-        # The director refuses a config path outside its working directory: run it there.
-        process = subprocess.Popen(
-            command,
-            cwd=workdir,
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,
-        )
-        try:
-            _wait_for_port(process, port, log)
-            yield RunningDirector(
-                host=HOST, port=port, python=venv.python, workdir=workdir, log=log, certs=certs
-            )
-        finally:
-            _stop(process)
+    director = DirectorProcess(
+        venv, workdir, certs, server_key=server_key, server_cert=server_cert
+    )
+    try:
+        yield director.start()
+    finally:
+        director.stop()
 
 
 def submit_experiment(

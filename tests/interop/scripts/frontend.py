@@ -8,6 +8,7 @@ prints one JSON line with what happened. Never imported by our tests or checked 
   --expect NAME     wait until these envoys are online (repeatable)
   --fail            the train task raises on the collaborators
   --no-wait         submit and exit (for experiments that are expected not to finish)
+  --registry        only print which envoys the director lists as online
 """
 
 import argparse
@@ -117,6 +118,7 @@ def main() -> int:
     parser.add_argument("--expect", action="append", default=[])
     parser.add_argument("--fail", action="store_true")
     parser.add_argument("--no-wait", action="store_true")
+    parser.add_argument("--registry", action="store_true")
     parser.add_argument("--root-certificate")
     parser.add_argument("--private-key")
     parser.add_argument("--certificate")
@@ -136,6 +138,11 @@ def main() -> int:
         api_private_key=args.private_key,
     )
     wait_for_envoys(federation, args.expect, deadline)
+    if args.registry:
+        registry = federation.get_shard_registry()
+        online = sorted(name for name, info in registry.items() if info["is_online"])
+        print("RESULT " + json.dumps({"online": online}), flush=True)
+        return 0
 
     model = Model()
     initial = {name: value.copy() for name, value in model.params.items()}

@@ -1,0 +1,154 @@
+"""Whole federations: a real OpenFL director and aggregator, a frontend on OpenFL's own
+interactive API, and envoys of ours training a numpy model on synthetic shards."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.certs import make_pki
+from tests.interop.federation import HEALTH_CHECK_PERIOD_S, Envoy, Federation, federation
+from tests.interop.openfl_director import HOST, OPENFL_VERSION, WITH_SHARDCLIENT, OpenflVenv
+from tests.interop.test_real_director import unique
+
+pytestmark = [pytest.mark.interop, pytest.mark.timeout(600)]
+
+STATE_FILE = ".shardclient-envoy-state.json"
+IDLE_WINDOW_S = 60.0
+
+
+@pytest.fixture(scope="session")
+def federation_venv(openfl_venv: OpenflVenv) -> OpenflVenv:
+    if not WITH_SHARDCLIENT:
+        pytest.skip(f"shardclient's envoy needs openfl >= 1.6 (this run: {OPENFL_VERSION})")
+    return openfl_venv
+
+
+def _metrics(result: dict[str, object]) -> list[dict[str, object]]:
+    metrics = result["metrics"]
+    assert isinstance(metrics, list)
+    return metrics
+
+
+def assert_trained(result: dict[str, object], envoys: list[str]) -> None:
+    """The experiment ran its rounds on every envoy and the model learned."""
+    assert result["status"] == "finished", result
+    metrics = _metrics(result)
+    rounds = {m["round"] for m in metrics}
+    assert rounds == {0, 1, 2}, metrics
+    trained_by = {m["metric_origin"] for m in metrics if m["task_name"] == "train"}
+    assert trained_by >= set(envoys), metrics  # every collaborator contributed
+    aggregated = {
+        m["round"]: float(m["metric_value"])  # type: ignore[arg-type]  # JSON number
+        for m in metrics
+        if m["task_name"] == "aggregated_model_validate" and m["metric_origin"] == "aggregator"
+    }
+    # round 0 scores the initial (all-zero) model; later rounds the aggregated ones
+    assert aggregated[2] > aggregated[0] + 0.3, aggregated
+    assert result["trained_changed"] is True
+    assert float(result["held_out_accuracy"]) > 0.9 > float(result["initial_accuracy"])  # type: ignore[arg-type]  # JSON numbers
+
+
+def state(envoy: Envoy) -> dict[str, str]:
+    """Experiment name -> outcome, from the envoy's state file."""
+    data = json.loads((envoy.folder / "work" / STATE_FILE).read_text())
+    return {item["name"]: item["outcome"] for item in data["experiments"]}
+
+
+def failure_reports(fed: Federation, envoy: str) -> int:
+    return fed.director_log().count(f"Collaborator {envoy} failed with error code")
+
+
+def test_two_shardclient_envoys_train_an_experiment_to_completion(
+    federation_venv: OpenflVenv, tmp_path: Path
+) -> None:
+    with federation(federation_venv, tmp_path) as fed:
+        envoys = [fed.shardclient_envoy("env-a", seed=1), fed.shardclient_envoy("env-b", seed=2)]
+        name = unique("train")
+        result = fed.run_frontend(name, [e.name for e in envoys])
+        assert_trained(result, [e.name for e in envoys])
+        for envoy in envoys:
+            assert state(envoy) == {name: "succeeded"}
+            log = envoy.log_text()
+            assert f"Experiment {name}: the collaborator finished" in log
+            experiment = envoy.folder / "work" / "experiments" / name
+            assert (experiment / "output.log").is_file()
+            assert not (experiment / "workspace").exists()  # removed after the experiment
+        assert "failed with error code" not in fed.director_log()
+
+
+def test_mutual_tls_federation(federation_venv: OpenflVenv, tmp_path: Path) -> None:
+    pki = make_pki(
+        tmp_path / "pki", client_name="frontend", extra_clients=("env-a", "env-b"),
+        server_hosts=("localhost", HOST),
+    )  # fmt: skip
+    with federation(federation_venv, tmp_path, pki=pki) as fed:
+        envoys = [fed.shardclient_envoy("env-a", seed=1), fed.shardclient_envoy("env-b", seed=2)]
+        result = fed.run_frontend(unique("tls"), [e.name for e in envoys])
+        assert_trained(result, [e.name for e in envoys])
+
+
+def test_review_without_a_terminal_refuses_once_and_stays_healthy(
+    federation_venv: OpenflVenv, tmp_path: Path
+) -> None:
+    with federation(federation_venv, tmp_path) as fed:
+        envoys = [
+            fed.shardclient_envoy("env-a", seed=1, review_experiment=True),
+            fed.shardclient_envoy("env-b", seed=2, review_experiment=True),
+        ]
+        name = unique("review")
+        fed.run_frontend(name, [e.name for e in envoys], no_wait=True)
+        for envoy in envoys:
+            fed.wait_for(lambda e=envoy: failure_reports(fed, e.name) >= 1,  # type: ignore[misc]  # default binds the loop variable
+                         f"{envoy.name}'s refusal report")
+            fed.wait_for(lambda e=envoy: "not running it again" in e.log_text(),  # type: ignore[misc]  # default binds the loop variable
+                         f"{envoy.name} asking again")
+        # the envoys stay registered and online, and never review the experiment again
+        assert sorted(fed.online([e.name for e in envoys])) == ["env-a", "env-b"]
+        log = fed.director_log()
+        assert "not approved by the data owner" in log and "no terminal" in log
+        for envoy in envoys:
+            assert failure_reports(fed, envoy.name) == 1
+            assert state(envoy) == {name: "refused"}
+            assert "Starting the collaborator" not in envoy.log_text()
+            assert envoy.log_text().count("refused: Experiment") == 1
+
+
+def test_failed_experiment_is_reported_once_and_the_next_one_trains_after_a_restart(
+    federation_venv: OpenflVenv, tmp_path: Path
+) -> None:
+    with federation(federation_venv, tmp_path) as fed:
+        envoys = [fed.shardclient_envoy("env-a", seed=1), fed.shardclient_envoy("env-b", seed=2)]
+        failing = unique("fails")
+        fed.run_frontend(failing, [e.name for e in envoys], fail=True, no_wait=True)
+        for envoy in envoys:
+            fed.wait_for(lambda e=envoy: failure_reports(fed, e.name) >= 1,  # type: ignore[misc]  # default binds the loop variable
+                         f"{envoy.name}'s failure report")
+            fed.wait_for(lambda e=envoy: "not running it again" in e.log_text(),  # type: ignore[misc]  # default binds the loop variable
+                         f"{envoy.name} noticing the failed experiment is offered again")
+        assert "failed on purpose" in fed.director_log()  # the error's tail reached the director
+
+        # The director keeps offering the failed experiment; the envoys wait, idle: over a
+        # minute of watching, CPU time (from /proc) stays far below a busy loop's 60 s.
+        before = [envoy.cpu_seconds() for envoy in envoys]
+        time.sleep(IDLE_WINDOW_S)  # the observation window, not a timing assertion
+        used = [envoy.cpu_seconds() - start for envoy, start in zip(envoys, before)]
+        assert all(cpu < 2.0 for cpu in used), used  # health checks every 2 s and a few asks
+
+        # An envoy restarted meanwhile (by its supervisor) does not run it again either.
+        restarted = fed.restart_envoy(envoys[0])
+        fed.wait_for(lambda: restarted.log_text().count("not running it again") >= 2,
+                     "the restarted envoy to recognize the failed experiment")
+        for envoy in (restarted, envoys[1]):
+            assert failure_reports(fed, envoy.name) == 1
+            assert envoy.log_text().count(f"Experiment {failing} downloaded") == 1
+            assert state(envoy) == {failing: "failed"}
+
+        # A director restart frees the envoys; the next experiment trains.
+        fed.director.stop()
+        fed.director.start()
+        result = fed.run_frontend(unique("after"), ["env-a", "env-b"])
+        assert_trained(result, ["env-a", "env-b"])
