@@ -32,6 +32,7 @@ _MIRROR_INTERVAL = 0.5  # seconds between two looks at the log file
 _MIRROR_SLICE = 64 * 1024  # bytes copied into the envoy's log per look at most
 _MIRROR_BACKLOG = 1024 * 1024  # more unread than this: skip ahead
 _GROUP_POLL = 0.05  # seconds between two checks that a stopped group is gone
+_KILL_WAIT = 2.0  # seconds to let SIGKILLed processes go (zombies may linger: bounded)
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,10 @@ async def _reap(process: Process, pgid: int, grace: float) -> None:
         _signal_group(pgid, signal.SIGKILL)
         if process.returncode is None:  # it left the group (setsid): kill it directly
             process.kill()
+        with anyio.move_on_after(_KILL_WAIT):
+            await process.wait()
+            while _signal_group(pgid, 0):
+                await anyio.sleep(_GROUP_POLL)
     await process.wait()
     await process.aclose()
 

@@ -1,9 +1,12 @@
 """LocalDirector: an in-process director for tests and the demo. Not a production director.
 
-It answers the envoy's five RPCs the way openfl 1.6's director does (see
-../shared/FACTS.md): shapes must match as lists of strings, health checks from unknown
-shards get NOT_FOUND "Unknown shard <name>", WaitExperiment blocks until an experiment
-names the collaborator, archives stream in 2 MiB chunks, failures are recorded.
+It answers the envoy's five RPCs the way openfl 1.5.1-1.7.1's director does: shapes must
+match as lists of strings, health checks from unknown shards get NOT_FOUND "Unknown shard
+<name>", WaitExperiment blocks until an experiment names the collaborator, archives stream
+in 2 MiB chunks, failures are recorded. Like OpenFL's director, it answers WaitExperiment at
+once with the experiment a collaborator already got, for as long as that experiment is
+neither finished (``finish_experiment``: its aggregator ran its last round) nor removed
+(``remove_experiment``: the frontend's RemoveExperimentData); a failure report ends neither.
 """
 
 from __future__ import annotations
@@ -13,12 +16,13 @@ import os
 import socket
 import ssl
 import weakref
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 from grpclib.const import Status
@@ -74,6 +78,9 @@ class _State:
     statuses: dict[str, EnvoyStatus] = field(default_factory=dict)
     experiments: dict[str, _Experiment] = field(default_factory=dict)
     queued: dict[str, list[str]] = field(default_factory=dict)
+    current: dict[str, str] = field(default_factory=dict)  # collaborator -> its experiment
+    finished: set[str] = field(default_factory=set)
+    waits: dict[str, int] = field(default_factory=dict)
     failures: list[SetExperimentFailedRequest] = field(default_factory=list)
     changed: asyncio.Condition | None = None
 
@@ -123,10 +130,16 @@ class _DirectorService(DirectorBase):
         self, wait_experiment_request: WaitExperimentRequest
     ) -> WaitExperimentResponse:
         name = wait_experiment_request.collaborator_name
-        changed = self._state.condition()
+        state = self._state
+        state.waits[name] = state.waits.get(name, 0) + 1
+        current = state.current.get(name)
+        if current in state.experiments and current not in state.finished:
+            return WaitExperimentResponse(experiment_name=current)  # OpenFL's reconnect path
+        changed = state.condition()
         async with changed:
-            await changed.wait_for(lambda: bool(self._state.queued.get(name)))
-            experiment = self._state.queued[name].pop(0)
+            await changed.wait_for(lambda: bool(state.queued.get(name)))
+            experiment = state.queued[name].pop(0)
+        state.current[name] = experiment
         return WaitExperimentResponse(experiment_name=experiment)
 
     async def get_experiment_data(
@@ -232,9 +245,23 @@ class LocalDirector:
         """The SetExperimentFailed requests received, oldest first (a snapshot)."""
         return list(self._state.failures)
 
+    @property
+    def waits(self) -> dict[str, int]:
+        """How many WaitExperiment calls each collaborator made (a snapshot)."""
+        return dict(self._state.waits)
+
     def forget_shards(self) -> None:
         """Drop every registration, as a restarted director has none (callable any time)."""
         self._state.shards.clear()
+
+    def forget_everything(self) -> None:
+        """Drop registrations, experiments and what was handed to whom, as a restarted
+        director's memory is empty (call it while stopped)."""
+        state = self._state
+        for memory in (state.shards, state.statuses, state.experiments, state.queued,
+                       state.current):  # fmt: skip
+            memory.clear()
+        state.finished.clear()
 
     # -- serving -----------------------------------------------------------------------
 
@@ -318,6 +345,28 @@ class LocalDirector:
         if isinstance(payload, Path) and not payload.exists():
             raise FileNotFoundError(f"experiment archive not found: {payload}")
         experiment = _Experiment(name, payload, frozenset(collaborators))
+        self._on_loop(lambda: self._enqueue(experiment))
+
+    def finish_experiment(self, name: str) -> None:
+        """Mark ``name`` finished (its last round done): it is no longer offered again."""
+        self._on_loop(lambda: self._finish(name))
+
+    def remove_experiment(self, name: str) -> None:
+        """Forget ``name`` and its archive, as RemoveExperimentData does."""
+        self._on_loop(lambda: self._remove(name))
+
+    async def _finish(self, name: str) -> None:
+        self._state.finished.add(name)
+
+    async def _remove(self, name: str) -> None:
+        self._state.experiments.pop(name, None)
+        for queue in self._state.queued.values():
+            while name in queue:
+                queue.remove(name)
+
+    def _on_loop(self, make: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Run the coroutine ``make()`` on the serving loop, from any thread (waiting for it
+        from other threads; scheduled when called on the loop itself)."""
         loop = self._loop
         if loop is None:
             raise RuntimeError("LocalDirector is not serving")
@@ -326,9 +375,9 @@ class LocalDirector:
         except RuntimeError:
             running = None
         if running is loop:
-            loop.create_task(self._enqueue(experiment))
+            loop.create_task(make())
         else:
-            asyncio.run_coroutine_threadsafe(self._enqueue(experiment), loop).result()
+            asyncio.run_coroutine_threadsafe(make(), loop).result()
 
     async def _enqueue(self, experiment: _Experiment) -> None:
         state = self._state
