@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -290,3 +291,90 @@ def test_debug_log_level_shows_the_traceback(envoy_config: Path, free_port: int)
                 "-dp", str(free_port), "--disable-tls", "--retry-attempts", "1",
                 "-ec", str(envoy_config))
     assert done.returncode == 4 and "Traceback" in done.stderr
+
+
+def test_run_without_openfl_refuses_at_start(director: LocalDirector, envoy_config: Path,
+                                             workdir: Path) -> None:
+    if importlib.util.find_spec("openfl") is not None:
+        pytest.skip("openfl is installed here, so `run` has a collaborator to run")
+    done = _run("run", *_connection(director), "-ec", str(envoy_config), "--workdir", str(workdir))
+    assert done.returncode == 2
+    line = _one_error_line(done.stderr)
+    assert "pip install 'shardclient[openfl]'" in line and "--exec" in line
+    assert director.shards == {}  # refused before contacting the director
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--exec", "true", "--download-only"], "--exec and --download-only exclude each other"),
+        (["--exec", "python -c 'unbalanced"], "'--exec'"),
+        (["--exec", "   "], "an empty command"),
+    ],
+)
+def test_bad_run_flags_exit_2(director: LocalDirector, envoy_config: Path, workdir: Path,
+                              extra: list[str], message: str) -> None:
+    done = _run("run", *_connection(director), "-ec", str(envoy_config), "--workdir",
+                str(workdir), *extra)
+    assert done.returncode == 2
+    assert message in _one_error_line(done.stderr)
+    assert director.shards == {}
+
+
+@pytest.mark.parametrize(("typed", "ran"), [(b"y\n", True), (b"n\n", False)])
+def test_review_asks_on_the_terminal(director: LocalDirector, envoy_config: Path,
+                                     workdir: Path, tmp_path: Path, typed: bytes,
+                                     ran: bool) -> None:
+    envoy_config.write_text(envoy_config.read_text().replace(
+        "review_experiment: false", "review_experiment: true"))
+    marker = tmp_path / "ran"
+    director.submit_experiment("reviewed", b"archive", ["s1"])
+    primary, secondary = os.openpty()
+    try:
+        os.write(primary, typed)  # the answer waits in the terminal's input
+        done = subprocess.run(
+            [*COMMAND, "run", *_connection(director), "-ec", str(envoy_config),
+             "--workdir", str(workdir), "--once",
+             "--exec", f"{sys.executable} -c \"open('{marker}', 'w')\""],
+            stdin=secondary, capture_output=True, text=True, timeout=LIMIT, check=False,
+        )  # fmt: skip
+    finally:
+        os.close(primary)
+        os.close(secondary)
+    assert "Experiment reviewed for shard s1" in done.stderr and "Approve? [y/N]" in done.stderr
+    assert marker.exists() is ran
+    if ran:
+        assert done.returncode == 0, done.stderr
+        assert director.failures == []
+    else:
+        assert done.returncode == 5, done.stderr
+        (failure,) = director.failures
+        assert "declined at review" in failure.error_description
+
+
+def test_handled_experiments_are_not_run_again_unless_asked(
+    director: LocalDirector, envoy_config: Path, workdir: Path
+) -> None:
+    director.submit_experiment("once", b"archive", ["s1"])
+    first = _run("run", *_connection(director), "-ec", str(envoy_config), "--workdir",
+                 str(workdir), "--once", "--exec", "false")
+    assert first.returncode == 5, first.stderr
+    (workdir / "once.zip").unlink()
+    # the director still offers it (it failed); --rerun takes it again on purpose
+    again = _run("run", *_connection(director), "-ec", str(envoy_config), "--workdir",
+                 str(workdir), "--once", "--download-only", "--rerun", "once")
+    assert again.returncode == 0, again.stderr
+    assert (workdir / "once.zip").read_bytes() == b"archive"
+    assert "will run again" in again.stderr
+    state = json.loads((workdir / ".shardclient-envoy-state.json").read_text())
+    assert [(e["name"], e["outcome"]) for e in state["experiments"]] == [("once", "downloaded")]
+
+
+def test_a_corrupt_state_file_exits_3(director: LocalDirector, envoy_config: Path,
+                                      workdir: Path) -> None:
+    workdir.mkdir()
+    (workdir / ".shardclient-envoy-state.json").write_text("{")
+    done = _run("run", *_connection(director), "-ec", str(envoy_config), "--workdir",
+                str(workdir), "--download-only")
+    assert done.returncode == 3
+    assert ".shardclient-envoy-state.json: not valid JSON" in _one_error_line(done.stderr)
