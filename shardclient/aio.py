@@ -7,6 +7,7 @@ exceptions to shardclient's. The sync ShardDirectorClient only forwards to this 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import time
@@ -199,6 +200,7 @@ class AsyncShardDirectorClient:
         self._stub: DirectorStub | None = None
         self._closed = False
         self._answered = False  # whether any call ever got an answer
+        self._health_period: int | None = None  # the last health period the director named
 
     @property
     def address(self) -> str:
@@ -305,7 +307,10 @@ class AsyncShardDirectorClient:
         call: Callable[[DirectorStub], Awaitable[T]],
         *,
         shard_rpc: bool = False,
+        retry: RetryPolicy | None = None,
     ) -> T:
+        """One unary call with the client's retries (or ``retry``'s)."""
+
         async def attempt() -> T:
             stub = self.stub
             try:
@@ -317,7 +322,7 @@ class AsyncShardDirectorClient:
             except Exception as exc:
                 raise self._translate(exc, what, shard_rpc=shard_rpc) from exc
 
-        return await call_with_retry(self.options.retry, what, attempt)
+        return await call_with_retry(retry or self.options.retry, what, attempt)
 
     async def report_shard_info(
         self,
@@ -413,16 +418,26 @@ class AsyncShardDirectorClient:
                 await stream.send_message(payload, end=True)
                 return await stream.recv_message()
 
-        reply = await self._unary("UpdateEnvoyStatus", call, shard_rpc=True)
+        # Retries wait at most one health period: a director that comes back is seen within
+        # a period, as a health loop that called again would see it.
+        policy = self.options.retry
+        if policy is not None and self._health_period is not None:
+            policy = dataclasses.replace(
+                policy, max_delay=min(policy.max_delay, max(self._health_period, 0.5))
+            )
+        reply = await self._unary("UpdateEnvoyStatus", call, shard_rpc=True, retry=policy)
         try:
             if reply is None:
                 raise ValueError("no reply message")
-            return decode_health_check_period(reply)
+            period = decode_health_check_period(reply)
         except ValueError as exc:
             raise DirectorProtocolError(
                 f"UpdateEnvoyStatus: {self.address} sent a malformed reply: {exc}",
                 address=self.address,
             ) from None
+        if period > 0:
+            self._health_period = period
+        return period
 
     async def set_experiment_failed(
         self, experiment_name: str, error_code: int = 1, error_description: str = ""

@@ -1,24 +1,27 @@
 """ShardDirectorClient: the thread-safe sync facade, signature-compatible with OpenFL's.
 
-Each call runs the AsyncShardDirectorClient's coroutine on one event loop owned by this
-object, run by the calling threads in turn (a SharedLoop); no protocol logic lives here.
+Each call runs the AsyncShardDirectorClient's coroutine on the client's own event-loop
+thread (a LoopThread, started on first use) and waits for it; no protocol logic lives here.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import os
-import threading
+import queue
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from types import TracebackType
-from typing import SupportsIndex, TypeVar
+from typing import Generic, SupportsIndex, TypeVar
 
 
 from shardclient.aio import AsyncShardDirectorClient, CudaDevicesInfo
 from shardclient.descriptor import ShardDescriptor
 from shardclient.download import DownloadedExperiment, ProgressCallback
-from shardclient.errors import ClientClosedError
-from shardclient.sharedloop import Keeper, LoopStoppedError, SharedLoop
+from shardclient.errors import ClientClosedError, ShardClientError, ShardNotFoundError
+from shardclient._loop import LoopStoppedError, LoopThread
 from shardclient.messages import CudaDeviceInfo, DirectorStub, ExperimentData
 from shardclient.options import (
     DEFAULT_KEEPALIVE_TIME,
@@ -31,15 +34,22 @@ from shardclient.tls import PathLike
 
 __all__ = ["ShardDirectorClient"]
 
+logger = logging.getLogger("shardclient")
+
 T = TypeVar("T")
+
+_OUTAGE_RETRY_DELAY = 10  # seconds between health checks in an outage, before any period
+_READ_AHEAD = 2  # chunks a sync chunk iterator holds ready (4 MiB: one HTTP/2 stream window)
+_END = object()
 
 class ShardDirectorClient:
     """Drop-in for ``openfl.transport.grpc.director_client.ShardDirectorClient``.
 
-    One connection serves calls from any number of threads at once; no thread of its own
-    runs in the background (a calling thread runs the event loop while it waits).
-    ``close()`` (or leaving a ``with`` block) ends calls still blocked in other threads
-    with ClientClosedError and leaves no socket or loop behind.
+    One connection serves calls from any number of threads at once, run by one event-loop
+    thread of the client's own (started on the first call). Ctrl-C during a call cancels
+    it. ``close()`` (or leaving a ``with`` block), from any thread or a signal handler,
+    ends calls still blocked in other threads with ClientClosedError and leaves no thread,
+    socket or loop behind.
     """
 
     def __init__(
@@ -73,11 +83,12 @@ class ShardDirectorClient:
             max_message_size=max_message_size,
         )
         self.shard_name = shard_name
-        self._lock = threading.Lock()
-        self._loop: SharedLoop | None = SharedLoop()
+        self._health_period: int | None = None  # the last period the director named
+        self._health_failing = False
+        self._loop = LoopThread(f"shardclient-{shard_name}"[:40])
         # a client never closed (as OpenFL code never closes its client) still closes its
         # connection and loop when it is collected or the interpreter exits
-        self._finalizer = weakref.finalize(self, _close_quietly, self._loop, self._aio)
+        self._finalizer = weakref.finalize(self, _shut_down, self._loop, self._aio)
 
     @property
     def aio(self) -> AsyncShardDirectorClient:
@@ -99,22 +110,14 @@ class ShardDirectorClient:
         Ctrl-C (or another exception raised in this thread while waiting) cancels the call
         and waits for its cleanup, e.g. a partial download's removal, before it propagates.
         """
-        loop = self._loop
-        if loop is None:
-            raise ClientClosedError(f"client for {self._aio.address} is closed")
-        if loop.in_loop():
-            raise RuntimeError(
-                "ShardDirectorClient methods cannot be called from code running on its own "
-                "event loop (e.g. from a download progress callback): that would wait on itself"
-            )
 
         async def run() -> T:
             return await func()
 
         try:
-            return loop.run(run())
+            return self._loop.run(run())
         except LoopStoppedError as exc:
-            raise ClientClosedError(f"client for {self._aio.address} was closed") from exc
+            raise ClientClosedError(f"client for {self._aio.address} is closed") from exc
 
     def report_shard_info(
         self,
@@ -129,35 +132,25 @@ class ShardDirectorClient:
         return self._call(self._aio.wait_experiment)
 
     def get_experiment_data(self, experiment_name: str) -> Iterator[ExperimentData]:
-        """Iterate over the experiment archive's chunks (each with ``.size``, ``.npbytes``)."""
-        stream = self._aio.get_experiment_data(experiment_name)
-        return self._iterate(stream)
+        """Iterate over the experiment archive's chunks (each with ``.size``, ``.npbytes``).
 
-    def _iterate(self, stream: AsyncIterator[ExperimentData]) -> Iterator[ExperimentData]:
-        closer = getattr(stream, "aclose", None)
-        keeper: Keeper | None = None
+        The client's loop reads up to two chunks ahead of the caller; leaving the loop
+        early (or dropping the iterator) closes the stream."""
+        ahead: _ReadAhead[ExperimentData] = _ReadAhead(_READ_AHEAD)
+        try:
+            call = self._loop.spawn(ahead.pump(self._aio.get_experiment_data(experiment_name)))
+        except LoopStoppedError as exc:
+            raise ClientClosedError(f"client for {self._aio.address} is closed") from exc
         try:
             while True:
-                try:
-                    chunk = self._call(stream.__anext__)
-                except StopAsyncIteration:
+                chunk = ahead.take()
+                if chunk is None:
                     return
-                loop = self._loop
-                # the caller holds a chunk and the stream stays open: keep it served
-                keeper = loop.keep_running() if loop is not None else None
                 yield chunk
-                if keeper is not None:
-                    keeper.release()
-                    keeper = None
+        except LoopStoppedError as exc:
+            raise ClientClosedError(f"client for {self._aio.address} was closed") from exc
         finally:
-            if keeper is not None:
-                keeper.release()
-            loop = self._loop
-            if closer is not None and loop is not None and not loop.closed:
-                if loop.in_loop():  # collected on the loop itself: close the stream there
-                    loop.spawn(_await(closer()))
-                else:
-                    self._call(closer)
+            self._loop.cancel(call)
 
     def download_experiment(
         self,
@@ -189,27 +182,52 @@ class ShardDirectorClient:
         envoy_name: str,
         is_experiment_running: bool,
         cuda_devices_info: CudaDevicesInfo | None = None,
+        raise_on_failure: bool = False,
     ) -> int:
-        """Send a health check; return the seconds until the next one is due."""
-        return self._call(
-            lambda: self._aio.send_health_check(
-                envoy_name=envoy_name,
-                is_experiment_running=is_experiment_running,
-                cuda_devices_info=cuda_devices_info,
+        """Send a health check; return the seconds until the next one is due.
+
+        ShardNotFoundError when the director lost the shard (register again; OpenFL's
+        ``except ShardNotFoundError`` catches it too). When the director cannot be reached
+        or answers with an error even after the retries, the failure is logged (once per
+        outage) and the seconds to wait before trying again are returned, so that a health
+        loop written for OpenFL (OpenFL's Envoy) lives through outages of any length and
+        re-registers when the director is back; ``raise_on_failure=True`` raises the error
+        instead (DirectorUnavailableError, DirectorRPCError, TLSHandshakeError)."""
+        try:
+            period = self._call(
+                lambda: self._aio.send_health_check(
+                    envoy_name=envoy_name,
+                    is_experiment_running=is_experiment_running,
+                    cuda_devices_info=cuda_devices_info,
+                )
             )
-        )
+        except (ShardNotFoundError, ClientClosedError):
+            raise
+        except ShardClientError as exc:
+            if raise_on_failure:
+                raise
+            delay = self._health_period or _OUTAGE_RETRY_DELAY
+            if not self._health_failing:
+                logger.warning(
+                    "Health check failed: %s; trying again every %s s until the director "
+                    "answers (logged once per outage)", exc, delay,
+                )
+            self._health_failing = True
+            return delay
+        if self._health_failing:
+            logger.warning("Health checks reach the director at %s again", self._aio.address)
+        self._health_failing = False
+        self._health_period = period
+        return period
 
     def close(self) -> None:
-        """Close the connection and the event loop; safe to call more than once."""
-        with self._lock:
-            loop = self._loop
-            if loop is None:
-                return
-            if loop.in_loop():
-                raise RuntimeError("close() cannot be called from the client's own event loop")
-            self._loop = None
-            self._finalizer.detach()
-            _close_quietly(loop, self._aio)
+        """Close the connection and the event loop; calls blocked in other threads end
+        with ClientClosedError. Safe to call more than once, from any thread, and from a
+        signal handler."""
+        if self._loop.stopped:
+            return
+        self._finalizer.detach()
+        _shut_down(self._loop, self._aio)
 
     def __enter__(self) -> ShardDirectorClient:
         return self
@@ -223,16 +241,52 @@ class ShardDirectorClient:
         self.close()
 
 
-def _close_quietly(loop: SharedLoop, aio: AsyncShardDirectorClient) -> None:
-    """Close ``aio``'s connection on ``loop``, then the loop (also run by the finalizer)."""
+class _ReadAhead(Generic[T]):
+    """Chunks pumped off an async iterator on the loop into a queue the caller reads from,
+    at most ``depth`` of them unread (HTTP/2 flow control holds the rest at the director)."""
+
+    def __init__(self, depth: int) -> None:
+        self._items: queue.SimpleQueue[tuple[T | None, BaseException | None]] = (
+            queue.SimpleQueue()
+        )
+        self._depth = depth
+        self._room: asyncio.Semaphore | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def pump(self, chunks: AsyncIterator[T]) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._room = asyncio.Semaphore(self._depth)
+        try:
+            async with contextlib.aclosing(chunks):  # type: ignore[type-var]  # an async generator
+                async for chunk in chunks:
+                    await self._room.acquire()
+                    self._items.put((chunk, None))
+        except asyncio.CancelledError:
+            self._items.put((None, LoopStoppedError("the chunk stream was cancelled")))
+            raise
+        except BaseException as exc:
+            self._items.put((None, exc))
+            return
+        self._items.put((None, None))
+
+    def take(self) -> T | None:
+        """The next chunk (None at the end); raises what ended the stream. Blocks; Ctrl-C
+        interrupts it."""
+        chunk, error = self._items.get()
+        if error is not None:
+            raise error
+        if chunk is not None and self._loop is not None and self._room is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nothing to free
+                self._loop.call_soon_threadsafe(self._room.release)
+        return chunk
+
+
+def _shut_down(loop: LoopThread, aio: AsyncShardDirectorClient) -> None:
+    """Close ``aio``'s connection on ``loop``, then stop the loop (also the finalizer)."""
     try:
-        if not loop.in_loop():
+        if loop.running and not loop.in_loop():
             loop.run(aio.close())
     except LoopStoppedError:
         pass
     finally:
         loop.stop()
-
-
-async def _await(awaitable: Awaitable[object]) -> None:
-    await awaitable

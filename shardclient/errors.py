@@ -137,7 +137,9 @@ def translate_error(
     if isinstance(exc, grpclib.exceptions.GRPCError):
         details = exc.message or ""
         if exc.status is Status.NOT_FOUND and shard_name is not None:
-            return ShardNotFoundError(
+            from shardclient._openfl import shard_not_found_class  # it imports this module
+
+            return shard_not_found_class()(
                 f"{what}: the director at {address} does not know shard {shard_name!r} "
                 f"({details}); register it again",
                 shard_name=shard_name,

@@ -328,6 +328,18 @@ class LocalDirector:
         finally:
             self._exit_stack.close()
 
+    def stop_sync(self) -> None:
+        """Stop serving, keeping the port (sync mode; ``start_sync`` serves again)."""
+        if self._portal is None:
+            raise RuntimeError("stop_sync needs the director started with `with`")
+        self._portal.call(self.stop)
+
+    def start_sync(self) -> None:
+        """Serve again on the same port after ``stop_sync``."""
+        if self._portal is None:
+            raise RuntimeError("start_sync needs the director started with `with`")
+        self._portal.call(self.start)
+
     def restart_sync(self) -> None:
         """Stop and start again on the same port (for reconnection tests, sync mode)."""
         if self._portal is None:

@@ -7,7 +7,9 @@ import gc
 import hashlib
 import inspect
 import logging
+import sys
 import threading
+import types
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -230,10 +232,39 @@ def test_unreachable_director_names_the_address(
         retry=policy,
     ) as client, caplog.at_level(logging.WARNING, logger="shardclient.retry"):
         with pytest.raises(DirectorUnavailableError, match=f"127.0.0.1:{free_port}") as caught:
-            client.send_health_check(envoy_name="s1", is_experiment_running=False)
+            client.send_health_check(
+                envoy_name="s1", is_experiment_running=False, raise_on_failure=True
+            )
     assert caught.value.address == f"127.0.0.1:{free_port}"
     retries = [r for r in caplog.records if "retrying in" in r.getMessage()]
     assert len(retries) == 2  # three attempts, a warning before each retry
+
+
+def test_health_checks_live_through_an_outage_as_openfl_envoy_loops_expect(
+    director: LocalDirector, caplog: pytest.LogCaptureFixture
+) -> None:
+    """OpenFL's Envoy sleeps whatever send_health_check returns and catches only
+    ShardNotFoundError: an outage must give it a delay, and the director's return a
+    ShardNotFoundError to re-register on."""
+    policy = RetryPolicy(max_attempts=2, initial_delay=0.01, max_delay=0.01, jitter=0)
+    with ShardDirectorClient(
+        director_host=director.host, director_port=director.port, shard_name="s1", tls=False,
+        retry=policy,
+    ) as client, caplog.at_level(logging.WARNING, logger="shardclient"):
+        client.report_shard_info(Descriptor(), [])
+        assert client.send_health_check(envoy_name="s1", is_experiment_running=False) == PERIOD
+        director.stop_sync()
+        for _ in range(3):  # an outage: the period to try again, one warning for all three
+            assert client.send_health_check(envoy_name="s1", is_experiment_running=False) == PERIOD
+        director.forget_shards()
+        director.start_sync()
+        with pytest.raises(ShardNotFoundError):
+            client.send_health_check(envoy_name="s1", is_experiment_running=False)
+        assert client.report_shard_info(Descriptor(), [])
+        assert client.send_health_check(envoy_name="s1", is_experiment_running=False) == PERIOD
+    outage = [r for r in caplog.records if r.getMessage().startswith("Health check failed")]
+    assert len(outage) == 1
+    assert any("again" in r.getMessage() and "reach" in r.getMessage() for r in caplog.records)
 
 
 @pytest.mark.parametrize(
@@ -290,36 +321,42 @@ def test_a_client_never_closed_closes_its_connection_when_collected(
     assert aio.closed
 
 
-def test_an_open_chunk_stream_keeps_being_served_between_chunks(
-    client: ShardDirectorClient, director: LocalDirector, no_thread_leak: None
+def _client_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("shardclient-")]
+
+
+def test_an_open_chunk_stream_does_not_hold_up_other_calls(
+    client: ShardDirectorClient, director: LocalDirector
 ) -> None:
-    director.submit_experiment("exp", b"q" * (3 * CHUNK_SIZE), ["s1"])
-
-    def serving() -> bool:
-        return any(t.name == "shardclient-stream" for t in threading.enumerate())
-
+    director.submit_experiment("exp", b"q" * (5 * CHUNK_SIZE), ["s1"])
     chunks = client.get_experiment_data("exp")
     first = next(chunks)
-    assert len(first.npbytes) == CHUNK_SIZE and serving()  # held: a thread runs the loop
-    # another call meanwhile runs on that thread's turn, and is not starved by the unread
-    # stream: that fills its own HTTP/2 window, not the connection's
+    assert len(first.npbytes) == CHUNK_SIZE
+    # the unread rest fills the read-ahead and the stream's own HTTP/2 window, not the
+    # connection's: other calls still get through
     client.report_shard_info(Descriptor(), [])
     rest = list(chunks)
-    assert [len(c.npbytes) for c in rest] == [CHUNK_SIZE, CHUNK_SIZE] and not serving()
+    assert [len(c.npbytes) for c in rest] == [CHUNK_SIZE] * 4
     early = client.get_experiment_data("exp")
     next(early)
-    del early  # abandoned half-way: the helper ends with it
-    assert not serving()
+    del early  # abandoned half-way: its stream is closed
+    assert client.send_health_check(envoy_name="s1", is_experiment_running=False) == PERIOD
 
 
-def test_no_background_thread_between_calls(director: LocalDirector) -> None:
-    before = set(threading.enumerate())
-    with ShardDirectorClient(
+def test_one_loop_thread_per_client_started_on_first_use_and_ended_by_close(
+    director: LocalDirector,
+) -> None:
+    before = _client_threads()
+    client = ShardDirectorClient(
         director_host=director.host, director_port=director.port, shard_name="s1", tls=False
-    ) as client:
-        client.report_shard_info(Descriptor(), [])
-        client.send_health_check(envoy_name="s1", is_experiment_running=False)
-        assert set(threading.enumerate()) == before
+    )
+    assert _client_threads() == before  # nothing started by the constructor
+    client.report_shard_info(Descriptor(), [])
+    director.submit_experiment("exp", b"z" * (3 * CHUNK_SIZE), ["s1"])
+    for _ in client.get_experiment_data("exp"):
+        assert len(_client_threads()) == len(before) + 1  # no thread per chunk or per call
+    client.close()
+    assert _client_threads() == before
 
 
 @pytest.mark.parametrize(
@@ -339,3 +376,27 @@ def test_bad_arguments_are_named(
     with pytest.raises(ValueError, match=message):
         call(client)
     assert director.failures == []
+
+
+def test_shard_not_found_is_caught_by_openfl_s_except_clause(
+    client: ShardDirectorClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where OpenFL's exceptions module is loaded (always, where OpenFL's Envoy runs), the
+    error is also an instance of OpenFL's ShardNotFoundError, which its health thread
+    catches to re-register."""
+    openfl_exceptions = types.ModuleType("openfl.transport.grpc.exceptions")
+
+    class OpenflShardNotFoundError(Exception):
+        pass
+
+    openfl_exceptions.ShardNotFoundError = OpenflShardNotFoundError  # type: ignore[attr-defined]  # a stand-in module
+    with pytest.raises(ShardNotFoundError) as plain:
+        client.send_health_check(envoy_name="s1", is_experiment_running=False)
+    assert not isinstance(plain.value, OpenflShardNotFoundError)
+    monkeypatch.setitem(sys.modules, "openfl.transport.grpc.exceptions", openfl_exceptions)
+    with pytest.raises(OpenflShardNotFoundError) as caught:
+        client.send_health_check(envoy_name="s1", is_experiment_running=False)
+    assert isinstance(caught.value, ShardNotFoundError)
+    assert caught.value.shard_name == "s1"
+    assert type(caught.value).__name__ == "ShardNotFoundError"
+

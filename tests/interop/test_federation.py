@@ -4,6 +4,7 @@ interactive API, and envoys of ours training a numpy model on synthetic shards."
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from pathlib import Path
 
@@ -18,6 +19,7 @@ pytestmark = [pytest.mark.interop, pytest.mark.timeout(600)]
 
 STATE_FILE = ".shardclient-envoy-state.json"
 IDLE_WINDOW_S = 60.0
+RETRY_BUDGET_S = 60  # RetryPolicy().total_timeout: how long one call keeps retrying
 
 
 @pytest.fixture(scope="session")
@@ -25,6 +27,15 @@ def federation_venv(openfl_venv: OpenflVenv) -> OpenflVenv:
     if not WITH_SHARDCLIENT:
         pytest.skip(f"shardclient's envoy needs openfl >= 1.6 (this run: {OPENFL_VERSION})")
     return openfl_venv
+
+
+def test_importing_shardclient_does_not_import_openfl(federation_venv: OpenflVenv) -> None:
+    """Where openfl is installed, shardclient (the CLI included) still does not load it:
+    only the collaborator child does."""
+    code = "import sys, shardclient, shardclient.cli, shardclient.envoy; print(sorted(m for m in sys.modules if m.startswith('openfl')))"
+    done = subprocess.run([str(federation_venv.python), "-c", code], capture_output=True,
+                          text=True, check=True)  # fmt: skip
+    assert done.stdout.strip() == "[]"
 
 
 def _metrics(result: dict[str, object]) -> list[dict[str, object]]:
@@ -152,3 +163,27 @@ def test_failed_experiment_is_reported_once_and_the_next_one_trains_after_a_rest
         fed.director.start()
         result = fed.run_frontend(unique("after"), ["env-a", "env-b"])
         assert_trained(result, ["env-a", "env-b"])
+
+
+def test_openfl_envoy_on_our_client_trains_after_director_restarts(
+    federation_venv: OpenflVenv, tmp_path: Path
+) -> None:
+    """OpenFL's own Envoy, with shardclient's client swapped in: across a short outage and
+    one longer than the client's retry budget, its health thread lives on (our client hands
+    it a delay during the outage and, once the director is back, a ShardNotFoundError that
+    OpenFL's except clause catches), so both envoys re-register and train again."""
+    with federation(federation_venv, tmp_path) as fed:
+        envoys = [fed.openfl_envoy("ofl-a", seed=1), fed.openfl_envoy("ofl-b", seed=2)]
+        names = [e.name for e in envoys]
+        for outage in (3 * HEALTH_CHECK_PERIOD_S, RETRY_BUDGET_S + 10):
+            accepted = fed.director_log().count("Director accepted shard for")
+            fed.director.stop()
+            time.sleep(outage)  # the outage itself, not a timing assertion
+            fed.director.start()
+            fed.wait_for(lambda: fed.director_log().count("Director accepted shard for")
+                         >= accepted + 2, "both envoys to register again")
+            result = fed.run_frontend(unique("after-outage"), names)
+            assert_trained(result, names)
+        for envoy in envoys:
+            assert envoy.process.poll() is None
+            assert "Traceback" not in envoy.log_text()

@@ -9,6 +9,7 @@ prints one JSON line with what happened. Never imported by our tests or checked 
   --fail            the train task raises on the collaborators
   --no-wait         submit and exit (for experiments that are expected not to finish)
   --registry        only print which envoys the director lists as online
+  --remove          only remove experiment --name's data at the director (RemoveExperimentData)
 """
 
 import argparse
@@ -119,6 +120,7 @@ def main() -> int:
     parser.add_argument("--fail", action="store_true")
     parser.add_argument("--no-wait", action="store_true")
     parser.add_argument("--registry", action="store_true")
+    parser.add_argument("--remove", action="store_true")
     parser.add_argument("--root-certificate")
     parser.add_argument("--private-key")
     parser.add_argument("--certificate")
@@ -137,6 +139,10 @@ def main() -> int:
         api_cert=args.certificate,
         api_private_key=args.private_key,
     )
+    if args.remove:
+        removed = federation.dir_client.remove_experiment_data(name=args.name)
+        print("RESULT " + json.dumps({"removed": bool(removed)}), flush=True)
+        return 0
     wait_for_envoys(federation, args.expect, deadline)
     if args.registry:
         registry = federation.get_shard_registry()
