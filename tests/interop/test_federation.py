@@ -186,4 +186,6 @@ def test_openfl_envoy_on_our_client_trains_after_director_restarts(
             assert_trained(result, names)
         for envoy in envoys:
             assert envoy.process.poll() is None
-            assert "Traceback" not in envoy.log_text()
+            # (OpenFL's own main loop logs each failed WaitExperiment with a traceback; ours
+            # logs an outage once: at most once per outage)
+            assert envoy.log_text().count("Health check failed") <= 2
