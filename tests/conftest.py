@@ -9,6 +9,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# Tests run side by side (pytest -n): a slow example under load is not a failure.
+settings.register_profile("shardclient", deadline=None)
+settings.load_profile("shardclient")
 
 from shardclient.testing import LocalDirector
 from tests.certs import Pki, make_pki
