@@ -15,15 +15,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mappin
 from contextlib import AsyncExitStack
 from pathlib import Path
 from types import TracebackType
-from typing import SupportsIndex, TypeVar, Union
+from typing import Any, SupportsIndex, TypeVar, Union
 
 import anyio
 from grpclib.client import Channel
 from grpclib.config import Configuration
 from grpclib.const import Cardinality
-from grpclib.exceptions import StreamTerminatedError
+from grpclib.encoding.proto import ProtoCodec
+from grpclib.exceptions import ProtocolError, StreamTerminatedError
 
-from shardclient.codec import DirectorCodec, decode_health_check_period, encode_envoy_status
 from shardclient.descriptor import ShardDescriptor, shard_info_from_descriptor
 from shardclient.diagnose import connection_broken, goaway_received, unparseable_reply
 from shardclient.download import (
@@ -46,6 +46,8 @@ from shardclient.messages import (
     ExperimentData,
     GetExperimentDataRequest,
     SetExperimentFailedRequest,
+    UpdateEnvoyStatusRequest,
+    UpdateEnvoyStatusResponse,
     UpdateShardInfoRequest,
     WaitExperimentRequest,
     WaitExperimentResponse,
@@ -74,7 +76,6 @@ CudaDevicesInfo = Iterable[Union[CudaDeviceInfo, Mapping[str, object]]]
 _CONNECTION_WINDOW = 16 * 1024 * 1024
 """HTTP/2 connection window: four times grpclib's 4 MiB stream window."""
 
-_UPDATE_ENVOY_STATUS = "/openfl.director.Director/UpdateEnvoyStatus"
 _GET_EXPERIMENT_DATA = "/openfl.director.Director/GetExperimentData"
 _CUDA_FIELDS = {
     "index": int,
@@ -133,6 +134,17 @@ def _text(name: str, value: object, *, empty: bool = False) -> str:
         kind = "a str" if empty else "a non-empty str"
         raise ValueError(f"{name} must be {kind}, got {value!r}")
     return value
+
+
+class _ReplyCodec(ProtoCodec):
+    """grpclib's protobuf codec (over betterproto's messages), except that a reply that does
+    not decode is a grpclib ProtocolError, which maps to DirectorProtocolError."""
+
+    def decode(self, data: bytes, message_type: Any) -> Any:
+        try:
+            return super().decode(data, message_type)
+        except Exception as exc:  # betterproto raises ValueError, EOFError, ... on bad input
+            raise ProtocolError(f"malformed {message_type.__name__} message: {exc}") from exc
 
 
 class _LongPollDropped(Exception):
@@ -233,7 +245,7 @@ class AsyncShardDirectorClient:
                 self.director_port,
                 ssl=self._ssl,
                 config=config,
-                codec=DirectorCodec(),
+                codec=_ReplyCodec(),
             )
         return self._channel
 
@@ -400,23 +412,14 @@ class AsyncShardDirectorClient:
 
         Raises ShardNotFoundError when the director no longer knows the shard.
         """
-        # encoded and decoded by hand (shardclient.codec): the most frequent call
-        payload = encode_envoy_status(
-            _text("envoy_name", envoy_name),
-            bool(is_experiment_running),
-            cuda_device_messages(cuda_devices_info),
+        request = UpdateEnvoyStatusRequest(
+            name=_text("envoy_name", envoy_name),
+            is_experiment_running=bool(is_experiment_running),
+            cuda_devices=cuda_device_messages(cuda_devices_info),
         )
 
-        async def call(_: DirectorStub) -> bytes | None:
-            async with self._open_channel().request(
-                _UPDATE_ENVOY_STATUS,
-                Cardinality.UNARY_UNARY,
-                bytes,
-                bytes,
-                timeout=self.options.timeout,
-            ) as stream:
-                await stream.send_message(payload, end=True)
-                return await stream.recv_message()
+        async def call(stub: DirectorStub) -> UpdateEnvoyStatusResponse:
+            return await stub.update_envoy_status(request, timeout=self.options.timeout)
 
         # Retries wait at most one health period: a director that comes back is seen within
         # a period, as a health loop that called again would see it.
@@ -426,15 +429,8 @@ class AsyncShardDirectorClient:
                 policy, max_delay=min(policy.max_delay, max(self._health_period, 0.5))
             )
         reply = await self._unary("UpdateEnvoyStatus", call, shard_rpc=True, retry=policy)
-        try:
-            if reply is None:
-                raise ValueError("no reply message")
-            period = decode_health_check_period(reply)
-        except ValueError as exc:
-            raise DirectorProtocolError(
-                f"UpdateEnvoyStatus: {self.address} sent a malformed reply: {exc}",
-                address=self.address,
-            ) from None
+        # the whole seconds, as OpenFL's client reads them
+        period = int(reply.health_check_period.total_seconds())
         if period > 0:
             self._health_period = period
         return period

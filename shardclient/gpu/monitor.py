@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from types import TracebackType
 
 from shardclient.errors import GpuInfoError
-from shardclient.gpu._message import make_device_info
 from shardclient.gpu.libcuda import CudaOrder, LibcudaUnavailable, cuda_gpu_uuids
 from shardclient.gpu.nvml import (
     DeviceHandle,
@@ -238,14 +237,14 @@ class GpuMonitor:
                 utilization = NOT_AVAILABLE
         except NvmlError as exc:
             raise self._device_error(index, target, "cannot be read", exc) from None
-        return make_device_info(
-            index,
-            memory.total,
-            memory.used,
-            utilization,
-            visible.driver,
-            visible.cuda,
-            target.name,
+        return CudaDeviceInfo(
+            index=index,
+            memory_total=memory.total,
+            memory_utilized=memory.used,
+            device_utilization=utilization,
+            cuda_driver_version=visible.driver,
+            cuda_version=visible.cuda,
+            name=target.name,
         )
 
     def _memory(self, target: _Target, handle: DeviceHandle) -> MemoryInfo:
