@@ -9,7 +9,7 @@ bench/compare.py it can switch each optimization off, and profile one download.
 
 Variants: plain (grpclib's public API, no tuning), prefix (length prefix read first, body
 decoded off the stream), tuned (plus the per-connection h2 tuning and overlapped writes),
-tuned-sync (writes not overlapped), tuned-16k (16 KiB frames), tuned-16m (16 MiB windows).
+tuned-sync (writes not overlapped), tuned-16k (16 KiB frames).
 
     .venv/bin/python bench/throughput.py --mib 256 --runs 5
     .venv/bin/python bench/throughput.py --openfl            # against the real director
@@ -71,13 +71,12 @@ class Result:
 def set_variant(name: str) -> None:
     """Switch shardclient's download path: plain (public grpclib API), prefix (the length
     prefix read before the body, no h2 tuning), tuned (everything)."""
-    from shardclient import download, h2tuning, stream
+    from shardclient import _compat, download
 
-    stream.use_fast_path = name != "plain"
-    h2tuning.use_tuning = name.startswith("tuned")
+    _compat.use_fast_path = name != "plain"
+    _compat.use_tuning = name.startswith("tuned")
     download.overlap_writes = name != "tuned-sync"
-    h2tuning.max_frame_size = None if name == "tuned-16k" else 1024 * 1024
-    h2tuning.window_size = 16 * 1024 * 1024 if name == "tuned-16m" else None
+    _compat.max_frame_size = None if name == "tuned-16k" else 1024 * 1024
 
 
 async def download_ours(target: Any, folder: Path) -> str:

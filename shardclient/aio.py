@@ -25,7 +25,12 @@ from grpclib.encoding.proto import ProtoCodec
 from grpclib.exceptions import ProtocolError, StreamTerminatedError
 
 from shardclient.descriptor import ShardDescriptor, shard_info_from_descriptor
-from shardclient.diagnose import connection_broken, goaway_received, unparseable_reply
+from shardclient._compat import (
+    connection_broken,
+    goaway_received,
+    open_channel,
+    unparseable_reply,
+)
 from shardclient.download import (
     DownloadedExperiment,
     ProgressCallback,
@@ -39,7 +44,6 @@ from shardclient.errors import (
     ShardClientError,
     translate_error,
 )
-from shardclient.h2tuning import open_channel
 from shardclient.messages import (
     CudaDeviceInfo,
     DirectorStub,
@@ -60,7 +64,8 @@ from shardclient.options import (
     ClientOptions,
 )
 from shardclient.retry import RetryPolicy, call_with_retry, is_retryable
-from shardclient.stream import DataStream, RawChunk, recv_chunk, recv_raw_chunk
+from shardclient.download import RawChunk
+from shardclient.stream import DataStream, recv_chunk, recv_raw_chunk
 from shardclient.tls import PathLike, client_ssl_context
 
 __all__ = ["AsyncShardDirectorClient", "CudaDevicesInfo"]

@@ -20,11 +20,14 @@ from pathlib import Path
 
 import anyio
 
+from grpclib.exceptions import ProtocolError
+
 from shardclient.errors import CorruptExperimentDataError
-from shardclient.stream import RawChunk
+from shardclient.messages import ExperimentData
 
 __all__ = [
-    "DownloadedExperiment", "ProgressCallback", "archive_filename", "safe_stem", "save_archive"
+    "DownloadedExperiment", "ProgressCallback", "RawChunk", "archive_filename", "safe_stem",
+    "save_archive",
 ]
 
 ProgressCallback = Callable[[int, "int | None"], None]
@@ -34,6 +37,31 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _MAX_STEM = 100
 
 overlap_writes = True
+
+
+@dataclass
+class RawChunk:
+    """An ExperimentData message whose ``npbytes`` stay in the pieces that carried them."""
+
+    size: int
+    """The message's size field."""
+    pieces: list[bytes | memoryview]
+    """``npbytes``, in order; ``b"".join(pieces)`` is the field's value."""
+
+    @property
+    def length(self) -> int:
+        """How many bytes of ``npbytes`` the pieces hold."""
+        return sum(len(piece) for piece in self.pieces)
+
+    @classmethod
+    def of(cls, message: ExperimentData) -> RawChunk:
+        """The chunk ``message`` holds (ProtocolError if betterproto left npbytes no bytes)."""
+        npbytes: object = message.npbytes
+        if not isinstance(npbytes, bytes):
+            raise ProtocolError(
+                f"malformed ExperimentData message: npbytes is {type(npbytes).__name__}"
+            )
+        return cls(size=message.size, pieces=[npbytes])
 
 
 @dataclass(frozen=True)

@@ -121,6 +121,24 @@ _LOST_HINT = {
 }
 
 
+def message_too_large(length: int, limit: int, address: str) -> DirectorRPCError:
+    """An archive chunk over ``max_message_size`` (refused as RESOURCE_EXHAUSTED would be)."""
+    return DirectorRPCError(
+        f"GetExperimentData: {address} sent a {length}-byte message, more than "
+        f"max_message_size={limit}",
+        status=Status.RESOURCE_EXHAUSTED,
+        details=f"message of {length} bytes exceeds the limit of {limit}",
+    )
+
+
+def compressed_message(address: str) -> DirectorProtocolError:
+    """A message flagged compressed, which was never negotiated."""
+    return DirectorProtocolError(
+        f"GetExperimentData: {address} sent a compressed message, which was not negotiated",
+        address=address,
+    )
+
+
 def translate_error(
     exc: BaseException,
     *,

@@ -13,8 +13,8 @@ import anyio
 import pytest
 
 from shardclient import download
+from shardclient.download import RawChunk
 from shardclient.errors import CorruptExperimentDataError
-from shardclient.stream import RawChunk
 
 pytestmark = pytest.mark.anyio
 

@@ -1,10 +1,13 @@
-"""The per-connection h2 tuning (shardclient.h2tuning): same frames, same errors, same
-downloads as plain grpclib; only our connections are touched; other versions fall back."""
+"""The download fast paths (shardclient._compat): same frames, same errors, same downloads
+as plain grpclib; only our connections are touched; a structural mismatch falls back with
+one warning; on the tested versions (.ci/constraints.txt) both paths must be on."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import logging
 import re
+import types
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,9 +31,8 @@ from hyperframe.frame import (
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shardclient import AsyncShardDirectorClient, ShardClientError
-from shardclient import h2tuning
-from shardclient import stream as stream_module
+from shardclient import AsyncShardDirectorClient, ShardClientError, _compat
+from shardclient.testing import LocalDirector
 from tests.hostile import H2Script, HostileServer, chunk, grpc_frame, h2_server
 
 MiB = 1024 * 1024
@@ -95,7 +97,7 @@ def _drain(buffer: FrameBuffer, pieces: list[bytes]) -> list[object]:
 def test_quiet_buffer_yields_what_h2_yields(wire: bytes, cuts: list[int], max_frame: int) -> None:
     points = sorted({c % (len(wire) + 1) for c in cuts} | {0, len(wire)})
     pieces = [wire[a:b] for a, b in zip(points, points[1:])]
-    plain, quiet = FrameBuffer(server=False), h2tuning.QuietFrameBuffer(server=False)
+    plain, quiet = FrameBuffer(server=False), _compat.QuietFrameBuffer(server=False)
     plain.max_frame_size = quiet.max_frame_size = max_frame
     assert _drain(quiet, pieces) == _drain(plain, pieces)
 
@@ -104,7 +106,7 @@ def test_data_frame_repr_is_constant_cost(monkeypatch: pytest.MonkeyPatch) -> No
     def hexlify_called(data: bytes) -> str:
         raise AssertionError("the payload was formatted")
 
-    buffer = h2tuning.QuietFrameBuffer(server=False)
+    buffer = _compat.QuietFrameBuffer(server=False)
     buffer.max_frame_size = MiB
     buffer.add_data(DataFrame(1, b"x" * MiB).serialize() + PingFrame(0, b"12345678").serialize())
     data, ping = list(buffer)
@@ -118,7 +120,7 @@ def test_plain_data_frames_skip_h2s_two_copies(monkeypatch: pytest.MonkeyPatch) 
     def parse_body_called(self: DataFrame, data: memoryview) -> None:
         raise AssertionError("h2's path (slice, then tobytes) was taken")
 
-    buffer = h2tuning.QuietFrameBuffer(server=False)
+    buffer = _compat.QuietFrameBuffer(server=False)
     buffer.max_frame_size = MiB
     monkeypatch.setattr(DataFrame, "parse_body", parse_body_called)
     buffer.add_data(DataFrame(3, b"y" * MiB, flags=["END_STREAM"]).serialize())
@@ -133,66 +135,89 @@ def test_plain_data_frames_skip_h2s_two_copies(monkeypatch: pytest.MonkeyPatch) 
 def test_nothing_global_is_patched() -> None:
     assert "_body_repr" not in vars(DataFrame)
     assert DataFrame._body_repr is Frame._body_repr
-    assert FrameBuffer.__next__ is not h2tuning.QuietFrameBuffer.__next__
+    assert FrameBuffer.__next__ is not _compat.QuietFrameBuffer.__next__
     assert repr(DataFrame(1, b"\x01\x02")).endswith("<hex:0102>")
 
 
 # --- channels -----------------------------------------------------------------------------
 
 
+CONSTRAINTS = Path(__file__).resolve().parents[1] / ".ci" / "constraints.txt"
+
+
 @pytest.fixture
-def restore_tuning(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setattr(h2tuning, "use_tuning", h2tuning.use_tuning)
-    monkeypatch.setattr(h2tuning, "_warned", False)
+def restore_paths(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    for name in ("use_tuning", "use_fast_path", "_tuning_problem", "_stream_problem"):
+        monkeypatch.setattr(_compat, name, getattr(_compat, name))
+    monkeypatch.setattr(_compat, "_warned", set())
     yield
 
 
+def _tested_versions_installed() -> bool:
+    pins = dict(
+        line.split("==") for line in CONSTRAINTS.read_text().splitlines()
+        if line and not line.startswith("#")
+    )  # fmt: skip
+    return all(importlib.metadata.version(name) == version for name, version in pins.items())
+
+
+def test_both_fast_paths_run_on_the_tested_versions(
+    director: LocalDirector, tmp_path: Path
+) -> None:
+    """Fails (not skips) when the versions CI installs no longer fit a fast path."""
+    if not _tested_versions_installed():
+        pytest.skip("other grpclib/h2/hyperframe versions than .ci/constraints.txt pins")
+    from shardclient import ShardDirectorClient
+
+    director.submit_experiment("exp", b"data" * 1000, ["s1"])
+    with ShardDirectorClient(director_host=director.host, director_port=director.port,
+                             shard_name="s1", tls=False) as client:  # fmt: skip
+        client.download_experiment("exp", tmp_path)
+    assert _compat.use_tuning and _compat.channel_tuning_problem() is None
+    assert _compat.use_fast_path and _compat.stream_problem() is None
+
+
 @pytest.mark.anyio
-async def test_only_our_connections_are_tuned(restore_tuning: None) -> None:
-    if not h2tuning.TUNING_VERIFIED:
-        pytest.skip("h2/grpclib/hyperframe versions not verified for the tuning")
+async def test_only_our_connections_are_tuned(restore_paths: None) -> None:
     async with HostileServer(h2_server(H2Script(body=chunk(b"a")))) as server:
-        ours = h2tuning.open_channel("127.0.0.1", server.port, ssl=None, config=_config())
+        ours = _compat.open_channel("127.0.0.1", server.port, ssl=None, config=Configuration())
         theirs = Channel("127.0.0.1", server.port)
         try:
             for channel in (ours, theirs):
                 await channel.__connect__()
             ours_h2 = ours._protocol.connection._connection  # type: ignore[union-attr]
             theirs_h2 = theirs._protocol.connection._connection  # type: ignore[union-attr]
-            assert type(ours_h2.incoming_buffer) is h2tuning.QuietFrameBuffer
+            assert type(ours_h2.incoming_buffer) is _compat.QuietFrameBuffer
             assert type(theirs_h2.incoming_buffer) is FrameBuffer
-            assert ours_h2.local_settings.max_frame_size == h2tuning.max_frame_size
+            assert ours_h2.local_settings.max_frame_size == _compat.max_frame_size
             assert theirs_h2.local_settings.max_frame_size == 16384
         finally:
             ours.close()
             theirs.close()
 
 
-def _config() -> Configuration:
-    return Configuration()
+def test_a_structural_mismatch_falls_back_with_one_warning(
+    restore_paths: None, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+    director: LocalDirector, tmp_path: Path,
+) -> None:  # fmt: skip
+    # what the guards would find if h2 kept its frame buffer elsewhere, and grpclib its
+    # stream state (only _compat's view of the classes is changed)
+    monkeypatch.setattr(_compat, "H2Connection", lambda: types.SimpleNamespace())
+    monkeypatch.setattr(_compat, "_tuning_problem", False)  # checked afresh
+    assert _compat.channel_tuning_problem() == "H2Connection.incoming_buffer is not an h2 FrameBuffer"
+    assert _compat._check_stream(types.SimpleNamespace()) == "no SimpleNamespace._stream"  # type: ignore[arg-type]  # a stream without grpclib's state
+    monkeypatch.setattr(_compat, "_stream_problem", "no Stream._wrapper")
+    caplog.set_level(logging.WARNING, logger="shardclient")
+    from shardclient import ShardDirectorClient
 
-
-def test_unverified_versions_fall_back_with_one_warning(
-    restore_tuning: None, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    monkeypatch.setattr(h2tuning, "TUNING_VERIFIED", False)
-    monkeypatch.setattr(h2tuning, "use_tuning", False)
-    caplog.set_level(logging.WARNING, logger="shardclient.h2tuning")
-    channels: list[Channel] = []
-
-    async def open_two() -> None:
-        for _ in range(2):
-            channels.append(h2tuning.open_channel("127.0.0.1", 1, ssl=None, config=Configuration()))
-        for channel in channels:
-            channel.close()
-
-    anyio.run(open_two)
-    assert [type(c) for c in channels] == [Channel, Channel]
-    assert len(caplog.records) == 1 and "tuning is off" in caplog.records[0].getMessage()
-
-
-def test_the_guard_names_exact_versions() -> None:
-    assert h2tuning.VERIFIED_VERSIONS == {"grpclib": "0.4.9", "h2": "4.4.1", "hyperframe": "6.1.0"}
+    director.submit_experiment("exp", b"abc" * 100_000, ["s1"])
+    with ShardDirectorClient(director_host=director.host, director_port=director.port,
+                             shard_name="s1", tls=False) as client:  # fmt: skip
+        results = [client.download_experiment("exp", tmp_path) for _ in range(2)]
+    assert [r.path.read_bytes() for r in results] == [b"abc" * 100_000] * 2
+    warnings = [r.getMessage() for r in caplog.records]
+    assert sum("HTTP/2 download tuning is off" in w for w in warnings) == 1
+    assert sum("off grpclib's buffer is off (no Stream._wrapper)" in w for w in warnings) == 1
 
 
 # --- whole downloads: identical bytes and errors with and without the bypasses ------------
@@ -243,16 +268,15 @@ async def _outcome(port: int, dest: Path) -> tuple[object, ...]:
 @pytest.mark.anyio
 @pytest.mark.parametrize("case", list(_SCRIPTS))
 async def test_same_bytes_and_errors_with_and_without_bypasses(
-    case: str, tmp_path: Path, restore_tuning: None, monkeypatch: pytest.MonkeyPatch
+    case: str, tmp_path: Path, restore_paths: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    if not (h2tuning.TUNING_VERIFIED and stream_module.FAST_PATH_VERIFIED):
-        pytest.skip("versions not verified for the bypasses")
+    """Every case, on each path: the fallback (plain grpclib) is tested as well."""
     outcomes = {}
     async with HostileServer(h2_server(_SCRIPTS[case])) as server:
         for tuned in (True, False):
             for fast in (True, False):
-                monkeypatch.setattr(h2tuning, "use_tuning", tuned)
-                monkeypatch.setattr(stream_module, "use_fast_path", fast)
+                monkeypatch.setattr(_compat, "use_tuning", tuned)
+                monkeypatch.setattr(_compat, "use_fast_path", fast)
                 outcomes[tuned, fast] = await _outcome(server.port, tmp_path)
                 assert list(tmp_path.iterdir()) == []
     plain = outcomes[False, False]

@@ -19,7 +19,7 @@ from shardclient import (
     RetryPolicy,
     StaticShardDescriptor,
 )
-from shardclient import stream as stream_module
+from shardclient import _compat
 from tests.hostile import (
     HTTP1_REPLY,
     H2Script,
@@ -53,9 +53,7 @@ def _client(server: HostileServer, **options: object) -> AsyncShardDirectorClien
 def read_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
     """Run a test with recv_chunk's fast path and with grpclib's public path."""
     fast: bool = request.param
-    if fast and not stream_module.FAST_PATH_VERIFIED:
-        pytest.skip("grpclib version not verified for the fast path")
-    monkeypatch.setattr(stream_module, "use_fast_path", fast)
+    monkeypatch.setattr(_compat, "use_fast_path", fast)
     return fast
 
 
@@ -100,8 +98,6 @@ async def test_message_over_the_cap(read_path: bool, dest: Path) -> None:
 async def test_length_prefix_claiming_a_gigabyte_is_refused_before_buffering(
     dest: Path,
 ) -> None:
-    if not stream_module.FAST_PATH_VERIFIED:
-        pytest.skip("grpclib version not verified for the fast path")
     lie = grpc_frame(b"y" * 65536, declared_length=2**30)
     async with HostileServer(h2_server(H2Script(body=lie, then="stall"))) as server:
         with pytest.raises(DirectorRPCError) as caught:

@@ -17,7 +17,8 @@ from grpclib.protocol import Buffer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shardclient import stream as stream_module
+from shardclient import _compat
+from shardclient.download import RawChunk
 from shardclient.messages import ExperimentData
 
 pytestmark = pytest.mark.anyio
@@ -43,13 +44,13 @@ def _split(body: bytes, cuts: list[int]) -> list[bytes]:
 
 
 async def _decode(pieces: list[bytes], length: int) -> ExperimentData:
-    raw = cast(stream_module.RawStream, _RawStream(pieces))
-    return await stream_module._read_experiment_data(raw, length)
+    raw = cast(_compat.RawStream, _RawStream(pieces))
+    return await _compat._decode(raw, length, raw_npbytes=False)
 
 
-async def _decode_raw(pieces: list[bytes], length: int) -> stream_module.RawChunk:
-    raw = cast(stream_module.RawStream, _RawStream(pieces))
-    return await stream_module._read_raw_chunk(raw, length)
+async def _decode_raw(pieces: list[bytes], length: int) -> RawChunk:
+    raw = cast(_compat.RawStream, _RawStream(pieces))
+    return await _compat._decode(raw, length, raw_npbytes=True)
 
 
 def _state(message: ExperimentData) -> dict[str, object]:
@@ -101,7 +102,7 @@ async def _both(body: bytes, cuts: list[int]) -> None:
     except Exception as exc:  # noqa: BLE001
         got = exc
     try:
-        raw: stream_module.RawChunk | Exception = await _decode_raw(
+        raw: RawChunk | Exception = await _decode_raw(
             _split(body, cuts), len(body)
         )
     except Exception as exc:  # noqa: BLE001
@@ -117,7 +118,7 @@ async def _both(body: bytes, cuts: list[int]) -> None:
         assert _state(got) == _state(expected)
         npbytes: object = expected.npbytes  # betterproto may leave e.g. an int there
         if isinstance(npbytes, bytes):
-            assert isinstance(raw, stream_module.RawChunk), raw
+            assert isinstance(raw, RawChunk), raw
             assert raw.size == expected.size
             assert b"".join(raw.pieces) == expected.npbytes
             assert raw.length == len(expected.npbytes)
