@@ -4,10 +4,10 @@ One invocation measures both clients, alternating runs, against the same servers
 
 (a) a grpcio (C-core) server from the same proto serving an archive from memory in 2 MiB
     messages (bench/peer_server.py);
-(b) the real OpenFL 1.6 director, when the interop venv (.interop/venv) exists.
+(b) the real OpenFL 1.6 director, when the interop venv (.interop/venv-1.6) exists.
 
 For each client: health-check round trip p50/p99, download throughput (median of N
-downloads), peak RSS of the client process; then the ratios ours/grpcio. Every measurement
+downloads), the sync get_experiment_data iteration's throughput, peak RSS of the client process; then the ratios ours/grpcio. Every measurement
 runs in a fresh client process (bench/worker.py), so the two clients' memory is measured apart;
 the two health-check processes are driven in alternating blocks.
 
@@ -61,6 +61,7 @@ class ClientResult:
     download_mb_s: list[float] = field(default_factory=list)
     download_peak_rss_kib: list[int] = field(default_factory=list)
     download_rss_before_kib: list[int] = field(default_factory=list)
+    iterate_mb_s: list[float] = field(default_factory=list)
 
     def p(self, q: float) -> float:
         ordered = sorted(self.health_latencies_ms)
@@ -86,6 +87,7 @@ class ClientResult:
             )
             / 1024,
             "health_peak_rss_mib": self.health_peak_rss_kib / 1024,
+            "iterate_mb_s_median": med(self.iterate_mb_s),
         }
 
 
@@ -213,6 +215,27 @@ def measure_downloads(
             )
 
 
+def measure_iterations(target: Target, runs: int, results: dict[str, ClientResult]) -> None:
+    """The sync client's get_experiment_data against grpcio's stream, alternating runs."""
+    for index in range(runs + 1):  # the first round is untimed
+        order = CLIENTS if index % 2 == 0 else CLIENTS[::-1]
+        for kind in order:
+            shard = f"bench-{kind}-{uuid.uuid4().hex[:6]}"
+            command = worker_command(kind, "iterate", target.port, shard,
+                                     "--experiment", target.experiment)  # fmt: skip
+            done = subprocess.run(command, stdout=subprocess.PIPE, text=True, timeout=600)
+            if done.returncode != 0:
+                raise RuntimeError(f"{kind} iterate worker exited with {done.returncode}")
+            record = json.loads(done.stdout.strip().splitlines()[-1])
+            if record["bytes"] != target.size:
+                raise RuntimeError(f"{kind} iterated {record['bytes']} of {target.size} bytes")
+            if index:
+                results[kind].iterate_mb_s.append(record["bytes"] / record["seconds"] / MB)
+                print(f"  iterate {index}/{runs} {kind:>6}: "
+                      f"{results[kind].iterate_mb_s[-1]:7.1f} MB/s, "
+                      f"{record['threads']} threads", flush=True)  # fmt: skip
+
+
 def measure(target: Target, args: argparse.Namespace, dest: Path) -> ServerResult:
     print(f"\n== {target.label} ==", flush=True)
     results = {kind: ClientResult() for kind in CLIENTS}
@@ -221,6 +244,8 @@ def measure(target: Target, args: argparse.Namespace, dest: Path) -> ServerResul
         measure_health(target, args.health_checks, args.block, results)
     if args.downloads > 0:
         measure_downloads(target, args.downloads, args.warmup_downloads, dest, results)
+    if args.iterations > 0:
+        measure_iterations(target, args.iterations, results)
     return ServerResult(server=target.label, archive_bytes=target.size, clients=results)
 
 
@@ -327,6 +352,7 @@ ROWS = (
     ("RSS before download (MiB)", "download_rss_before_mib", "{:.0f}", "lower"),
     ("RSS growth in download (MiB)", "download_rss_growth_mib", "{:.0f}", "lower"),
     ("peak RSS, health process (MiB)", "health_peak_rss_mib", "{:.0f}", "lower"),
+    ("sync get_experiment_data MB/s (median)", "iterate_mb_s_median", "{:.0f}", "higher"),
 )
 
 
@@ -361,6 +387,12 @@ def verdicts(results: list[ServerResult]) -> list[str]:
                 f"download MB/s ours/grpcio vs OpenFL director: {mbs:.2f} "
                 f"-> {'MET' if mbs >= 1.0 else 'NOT MET'} (target >= 1.00)"
             )
+        else:
+            it = s["ours"]["iterate_mb_s_median"] / s["grpcio"]["iterate_mb_s_median"]
+            lines.append(
+                f"sync iteration MB/s ours/grpcio vs the grpcio server: {it:.2f} "
+                f"-> {'MET' if it >= 0.9 else 'NOT MET'} (target >= 1.00; 0.9 within noise)"
+            )
     return lines
 
 
@@ -369,6 +401,8 @@ def main() -> int:
     parser.add_argument("--size-mib", type=int, default=256, help="archive size (default 256)")
     parser.add_argument("--downloads", type=int, default=5, help="timed downloads per client")
     parser.add_argument("--health-checks", type=int, default=1000, help="per client")
+    parser.add_argument("--iterations", type=int, default=5,
+                        help="timed get_experiment_data iterations per client")  # fmt: skip
     parser.add_argument("--block", type=int, default=100, help="health checks per alternation")
     parser.add_argument("--warmup-downloads", type=int, default=1, help="untimed, per client")
     parser.add_argument("--skip-openfl", action="store_true", help="only the grpcio server")

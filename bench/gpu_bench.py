@@ -25,8 +25,8 @@ for extra in (ROOT, ROOT / "generated"):
     if str(extra) not in sys.path:
         sys.path.insert(0, str(extra))
 
-from shardclient.gpu import GpuMonitor, NvmlBackend  # noqa: E402
-from shardclient.gpu.monitor import as_text, format_cuda_version  # noqa: E402
+from shardclient._gpu import GpuMonitor, NvmlBackend  # noqa: E402
+from shardclient._gpu.monitor import as_text, format_cuda_version  # noqa: E402
 from shardclient.messages import CudaDeviceInfo  # noqa: E402
 
 Reading = tuple[int, int, int, str, str, str, str]

@@ -44,7 +44,7 @@ else
         'tenacity>=8.3,<10' 'PyYAML>=6,<7' 'nvidia-ml-py>=12' "${tools[@]}"
     export PYTHONPATH="$PWD:$PWD/generated${PYTHONPATH:+:$PYTHONPATH}"
 fi
-check='import shardclient.gpu, pytest, hypothesis, pynvml; print("nvidia-ml-py", pynvml.__file__)'
+check='import shardclient._gpu, pytest, hypothesis, pynvml; print("nvidia-ml-py", pynvml.__file__)'
 if ! "$PY" -c "$check"; then
     echo "the environment is incomplete; stopping"
     exit 1

@@ -71,7 +71,7 @@ class Result:
 def set_variant(name: str) -> None:
     """Switch shardclient's download path: plain (public grpclib API), prefix (the length
     prefix read before the body, no h2 tuning), tuned (everything)."""
-    from shardclient import _compat, download
+    from shardclient import _compat, _download as download
 
     _compat.use_fast_path = name != "plain"
     _compat.use_tuning = name.startswith("tuned")
@@ -80,7 +80,7 @@ def set_variant(name: str) -> None:
 
 
 async def download_ours(target: Any, folder: Path) -> str:
-    from shardclient.aio import AsyncShardDirectorClient
+    from shardclient._aio import AsyncShardDirectorClient
 
     async with AsyncShardDirectorClient(
         director_host="127.0.0.1", director_port=target.port, shard_name="bench", tls=False
@@ -104,7 +104,7 @@ def download_grpcio(target: Any, folder: Path) -> str:
 
 
 async def health_p50(port: int, count: int) -> float:
-    from shardclient.aio import AsyncShardDirectorClient
+    from shardclient._aio import AsyncShardDirectorClient
 
     async with AsyncShardDirectorClient(
         director_host="127.0.0.1", director_port=port, shard_name="bench", tls=False

@@ -22,6 +22,7 @@ import os
 import resource
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -82,6 +83,10 @@ class Client:
     def download(self, experiment: str, dest: Path) -> tuple[Path, int, str]:
         raise NotImplementedError
 
+    def iterate(self, experiment: str) -> int:
+        """Iterate over the archive's chunks, keeping nothing; return the bytes seen."""
+        raise NotImplementedError
+
     def close(self) -> None:
         raise NotImplementedError
 
@@ -111,6 +116,9 @@ class OursClient(Client):
     def download(self, experiment: str, dest: Path) -> tuple[Path, int, str]:
         done = self.client.download_experiment(experiment, dest)
         return done.path, done.size, done.sha256
+
+    def iterate(self, experiment: str) -> int:
+        return sum(len(chunk.npbytes) for chunk in self.client.get_experiment_data(experiment))
 
     def close(self) -> None:
         self.client.close()
@@ -177,6 +185,13 @@ class GrpcioClient(Client):
             os.close(folder)
         return final, received, digest.hexdigest()
 
+    def iterate(self, experiment: str) -> int:
+        request = self.pb2.GetExperimentDataRequest(
+            experiment_name=experiment, collaborator_name=self.shard
+        )
+        chunks = self.stub.GetExperimentData(request, timeout=TIMEOUT_S * 10)
+        return sum(len(chunk.npbytes) for chunk in chunks)
+
     def close(self) -> None:
         self.channel.close()
 
@@ -231,10 +246,17 @@ def run_download(client: Client, experiment: str, dest: Path) -> None:
     )
 
 
+def run_iterate(client: Client, experiment: str) -> None:
+    start = time.perf_counter()
+    size = client.iterate(experiment)
+    seconds = time.perf_counter() - start
+    emit({"seconds": seconds, "bytes": size, "threads": threading.active_count()})
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description="one benchmark client process")
     parser.add_argument("--client", choices=["ours", "grpcio"], required=True)
-    parser.add_argument("--mode", choices=["health", "download"], required=True)
+    parser.add_argument("--mode", choices=["health", "download", "iterate"], required=True)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--shard", required=True)
@@ -249,6 +271,8 @@ def main() -> int:
             raise SystemExit(f"the server refused shard {args.shard!r}")
         if args.mode == "health":
             run_health(client, args.client, args.warmup)
+        elif args.mode == "iterate":
+            run_iterate(client, args.experiment)
         else:
             if args.dest is None or not args.experiment:
                 parser.error("--mode download needs --experiment and --dest")

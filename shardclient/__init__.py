@@ -1,16 +1,16 @@
 """shardclient: a typed client for OpenFL's director, as an envoy uses it."""
 
-from shardclient.aio import AsyncShardDirectorClient, CudaDevicesInfo
-from shardclient.client import ShardDirectorClient
-from shardclient.config import EnvoyConfig, load_envoy_config
-from shardclient.descriptor import (
+from shardclient._aio import AsyncShardDirectorClient, CudaDevicesInfo
+from shardclient._client import ShardDirectorClient
+from shardclient._config import EnvoyConfig, load_envoy_config
+from shardclient._descriptor import (
     ShardDescriptor,
     StaticShardDescriptor,
     descriptor_from_shard_info,
     shard_info_from_descriptor,
 )
-from shardclient.download import DownloadedExperiment, ProgressCallback, archive_filename
-from shardclient.errors import (
+from shardclient._download import DownloadedExperiment, ProgressCallback, archive_filename
+from shardclient._errors import (
     ClientClosedError,
     CorruptExperimentDataError,
     DirectorProtocolError,
@@ -26,9 +26,9 @@ from shardclient.errors import (
     TLSConfigurationError,
     TLSHandshakeError,
 )
-from shardclient.gpu import GpuMonitor
+from shardclient._gpu import GpuMonitor
 from shardclient.messages import CudaDeviceInfo, ExperimentData, ShardInfo
-from shardclient.retry import RetryPolicy
+from shardclient._retry import RetryPolicy
 
 __all__ = [
     "AsyncShardDirectorClient",

@@ -1,5 +1,5 @@
 """``python -m shardclient``: the same as the ``shardclient`` command."""
 
-from shardclient.cli import main
+from shardclient._cli import main
 
 raise SystemExit(main())

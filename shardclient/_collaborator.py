@@ -55,7 +55,7 @@ def _import_path(envoy_folder: Path, workspace: Path) -> None:
 def run(args: argparse.Namespace) -> None:
     from openfl.federated import Plan
 
-    from shardclient.config import load_envoy_config
+    from shardclient._config import load_envoy_config
 
     workspace = Path.cwd()
     config_path = args.envoy_config.absolute()

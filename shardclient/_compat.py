@@ -41,8 +41,8 @@ from h2.frame_buffer import FrameBuffer
 from h2.settings import SettingCodes
 from hyperframe.frame import DataFrame, Frame
 
-from shardclient.download import RawChunk
-from shardclient.errors import DirectorProtocolError, compressed_message, message_too_large
+from shardclient._download import RawChunk
+from shardclient._errors import DirectorProtocolError, compressed_message, message_too_large
 from shardclient.messages import ExperimentData, GetExperimentDataRequest
 
 __all__ = [

@@ -23,8 +23,8 @@ from shardclient._handled import Outcome
 from shardclient._process import ProcessResult, run_in_group
 from shardclient._review import NO_TERMINAL, printable, summarize_workspace
 from shardclient._unpack import ArchiveRefusedError, UnpackLimits, unpack_archive
-from shardclient.aio import AsyncShardDirectorClient
-from shardclient.download import DownloadedExperiment, ProgressCallback, safe_stem
+from shardclient._aio import AsyncShardDirectorClient
+from shardclient._download import DownloadedExperiment, ProgressCallback, safe_stem
 
 __all__ = [
     "Approver",

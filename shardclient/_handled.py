@@ -18,7 +18,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Final
 
-from shardclient.errors import EnvoyStateError
+from shardclient._errors import EnvoyStateError
 
 __all__ = ["HandledExperiment", "HandledExperiments", "Outcome", "STATE_FILE"]
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sys
 
-from shardclient.errors import ShardNotFoundError
+from shardclient._errors import ShardNotFoundError
 
 __all__ = ["OPENFL_EXCEPTIONS", "shard_not_found_class"]
 

@@ -12,9 +12,9 @@ from types import ModuleType
 
 import pytest
 
-from shardclient.config import EnvoyConfig, load_envoy_config
-from shardclient.descriptor import ShardDescriptor, StaticShardDescriptor
-from shardclient.errors import EnvoyConfigError, ShardClientError
+from shardclient._config import EnvoyConfig, load_envoy_config
+from shardclient._descriptor import ShardDescriptor, StaticShardDescriptor
+from shardclient._errors import EnvoyConfigError, ShardClientError
 from shardclient.messages import CudaDeviceInfo
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -125,7 +125,7 @@ def test_template_from_an_installed_package(tmp_path: Path) -> None:
         tmp_path,
         """
         shard_descriptor:
-          template: shardclient.descriptor.StaticShardDescriptor
+          template: shardclient.StaticShardDescriptor
           params: {sample_shape: [28, 28], target_shape: ['1'], n_samples: 9}
         """,
     )

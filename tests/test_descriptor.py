@@ -11,14 +11,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shardclient.descriptor import (
+from shardclient._descriptor import (
     MAX_DIMENSION,
     ShardDescriptor,
     StaticShardDescriptor,
     descriptor_from_shard_info,
     shard_info_from_descriptor,
 )
-from shardclient.errors import ShardClientError, ShardDescriptorError
+from shardclient._errors import ShardClientError, ShardDescriptorError
 from shardclient.messages import CudaDeviceInfo, NodeInfo, ShardInfo
 
 # --- descriptors written the ways users write them ------------------------------------------

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from shardclient import AsyncShardDirectorClient, ShardDescriptorError, ShardDirectorClient
-from shardclient.descriptor import StaticShardDescriptor
+from shardclient._descriptor import StaticShardDescriptor
 from shardclient.messages import CudaDeviceInfo
 from shardclient.testing import LocalDirector
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import anyio
 import pytest
 
-from shardclient import download
-from shardclient.download import RawChunk
-from shardclient.errors import CorruptExperimentDataError
+from shardclient import _download as download
+from shardclient._download import RawChunk
+from shardclient._errors import CorruptExperimentDataError
 
 pytestmark = pytest.mark.anyio
 

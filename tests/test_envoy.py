@@ -9,7 +9,7 @@ import anyio
 import pytest
 
 from shardclient import AsyncShardDirectorClient, GpuInfoError, ShardRefusedError
-from shardclient.envoy import Envoy
+from shardclient._envoy import Envoy
 from shardclient.messages import CudaDeviceInfo
 from shardclient.testing import LocalDirector
 from tests.conftest import SAMPLE_SHAPE, TARGET_SHAPE, Descriptor

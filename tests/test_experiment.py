@@ -27,7 +27,7 @@ import pytest
 from shardclient import AsyncShardDirectorClient
 from shardclient._experiment import Approver, ExperimentSettings, Mode
 from shardclient._handled import HandledExperiments, Outcome
-from shardclient.envoy import Envoy
+from shardclient._envoy import Envoy
 from shardclient.testing import LocalDirector
 from tests.conftest import SAMPLE_SHAPE, TARGET_SHAPE, Descriptor
 

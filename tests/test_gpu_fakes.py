@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from shardclient.gpu.nvml import DeviceHandle, MemoryInfo, NvmlBackend, NvmlCode, NvmlError
+from shardclient._gpu.nvml import DeviceHandle, MemoryInfo, NvmlBackend, NvmlCode, NvmlError
 
 # Measured on an NVIDIA H200, driver 580.159.04, CUDA 13.0 (FACTS.md, "NVML on a real GPU").
 H200_UUID = "GPU-87bc3e16-1d86-3e32-85bf-81356808572e"

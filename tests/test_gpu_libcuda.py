@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from shardclient.gpu.libcuda import (
+from shardclient._gpu.libcuda import (
     CUDA_ERROR_NO_DEVICE,
     LibcudaUnavailable,
     cuda_gpu_uuids,

@@ -8,11 +8,11 @@ from collections.abc import Sequence
 import pytest
 
 from shardclient import GpuInfoError, ShardClientError
-from shardclient.gpu import NOT_AVAILABLE, GpuMonitor
-from shardclient.gpu.libcuda import LibcudaUnavailable
-from shardclient.gpu.monitor import as_text, format_cuda_version
-from shardclient.gpu.nvml import NvmlCode
-from shardclient.gpu.visible import bare_uuid
+from shardclient._gpu import NOT_AVAILABLE, GpuMonitor
+from shardclient._gpu.libcuda import LibcudaUnavailable
+from shardclient._gpu.monitor import as_text, format_cuda_version
+from shardclient._gpu.nvml import NvmlCode
+from shardclient._gpu.visible import bare_uuid
 from shardclient.messages import CudaDeviceInfo
 from tests.test_gpu_fakes import (
     H200_DRIVER,
@@ -320,7 +320,7 @@ def test_environment_is_read_when_the_monitor_is_made(monkeypatch: pytest.Monkey
 
 
 def test_health_checks_take_devices_output_as_it_is() -> None:
-    from shardclient.aio import CudaDevicesInfo, cuda_device_messages
+    from shardclient._aio import CudaDevicesInfo, cuda_device_messages
 
     with monitor(two_gpus(), order="PCI_BUS_ID") as mon:
         readings: CudaDevicesInfo = mon.devices()  # the type send_health_check takes

@@ -15,8 +15,8 @@ import pynvml
 import pytest
 
 from shardclient import GpuInfoError
-from shardclient.gpu import GpuMonitor
-from shardclient.gpu.nvml import DeviceHandle, MemoryInfo, NvmlCode, NvmlError, PynvmlBackend
+from shardclient._gpu import GpuMonitor
+from shardclient._gpu.nvml import DeviceHandle, MemoryInfo, NvmlCode, NvmlError, PynvmlBackend
 
 
 @dataclass

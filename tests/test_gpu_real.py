@@ -9,10 +9,10 @@ from dataclasses import dataclass
 
 import pytest
 
-from shardclient.gpu import GpuMonitor
-from shardclient.gpu.libcuda import LibcudaUnavailable, cuda_gpu_uuids
-from shardclient.gpu.nvml import PynvmlBackend
-from shardclient.gpu.visible import bare_uuid
+from shardclient._gpu import GpuMonitor
+from shardclient._gpu.libcuda import LibcudaUnavailable, cuda_gpu_uuids
+from shardclient._gpu.nvml import PynvmlBackend
+from shardclient._gpu.visible import bare_uuid
 
 pytestmark = pytest.mark.gpu
 

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shardclient.gpu.visible import (
+from shardclient._gpu.visible import (
     DeviceRef,
     GpuUuid,
     MigDevice,

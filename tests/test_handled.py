@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from shardclient._handled import STATE_FILE, HandledExperiments, Outcome
-from shardclient.errors import EnvoyStateError
+from shardclient._errors import EnvoyStateError
 
 
 def test_outcomes_survive_a_restart_and_can_be_forgotten(tmp_path: Path) -> None:

@@ -35,7 +35,7 @@ from shardclient.messages import (
     UpdateEnvoyStatusRequest,
     UpdateEnvoyStatusResponse,
 )
-from shardclient.retry import call_with_retry
+from shardclient._retry import call_with_retry
 from shardclient.testing import CHUNK_SIZE, LocalDirector
 from tests.conftest import SAMPLE_SHAPE, TARGET_SHAPE, Descriptor
 

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shardclient import _compat
-from shardclient.download import RawChunk
+from shardclient._download import RawChunk
 from shardclient.messages import ExperimentData
 
 pytestmark = pytest.mark.anyio

@@ -16,7 +16,7 @@ from shardclient import (
     TLSHandshakeError,
 )
 from shardclient.testing import LocalDirector
-from shardclient.tls import server_ssl_context
+from shardclient._tls import server_ssl_context
 from tests.certs import Pki, make_pki
 from tests.conftest import SAMPLE_SHAPE, TARGET_SHAPE, Descriptor
 

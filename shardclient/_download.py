@@ -22,7 +22,7 @@ import anyio
 
 from grpclib.exceptions import ProtocolError
 
-from shardclient.errors import CorruptExperimentDataError
+from shardclient._errors import CorruptExperimentDataError
 from shardclient.messages import ExperimentData
 
 __all__ = [

@@ -16,7 +16,7 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Final, Protocol, SupportsIndex, TypeAlias, TypedDict, runtime_checkable
 
-from shardclient.errors import ShardDescriptorError
+from shardclient._errors import ShardDescriptorError
 from shardclient.messages import CudaDeviceInfo, NodeInfo, ShardInfo
 
 __all__ = [

@@ -16,10 +16,10 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
-from shardclient.client import ShardDirectorClient
-from shardclient.descriptor import StaticShardDescriptor
-from shardclient.errors import ShardClientError
-from shardclient.gpu import GpuMonitor
+from shardclient._client import ShardDirectorClient
+from shardclient._descriptor import StaticShardDescriptor
+from shardclient._errors import ShardClientError
+from shardclient._gpu import GpuMonitor
 from shardclient.testing import CHUNK_SIZE, LocalDirector
 
 __all__ = ["run_demo", "sample_archive"]

@@ -39,8 +39,8 @@ from typing import Final, SupportsIndex, cast
 
 import yaml
 
-from shardclient.descriptor import ShardDescriptor, describe_value, shard_info_from_descriptor
-from shardclient.errors import EnvoyConfigError
+from shardclient._descriptor import ShardDescriptor, describe_value, shard_info_from_descriptor
+from shardclient._errors import EnvoyConfigError
 from shardclient.messages import CudaDeviceInfo, ShardInfo
 
 __all__ = ["EnvoyConfig", "load_envoy_config"]

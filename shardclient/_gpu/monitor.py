@@ -10,9 +10,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 
-from shardclient.errors import GpuInfoError
-from shardclient.gpu.libcuda import CudaOrder, LibcudaUnavailable, cuda_gpu_uuids
-from shardclient.gpu.nvml import (
+from shardclient._errors import GpuInfoError
+from shardclient._gpu.libcuda import CudaOrder, LibcudaUnavailable, cuda_gpu_uuids
+from shardclient._gpu.nvml import (
     DeviceHandle,
     MemoryInfo,
     NvmlBackend,
@@ -20,7 +20,7 @@ from shardclient.gpu.nvml import (
     NvmlError,
     PynvmlBackend,
 )
-from shardclient.gpu.visible import (
+from shardclient._gpu.visible import (
     MigDevice,
     Resolution,
     bare_uuid,
@@ -96,7 +96,7 @@ class GpuMonitor:
     """Reads CUDA devices' memory, utilization and identity through NVML, initialized once.
 
     CUDA index i is the i-th device CUDA_VISIBLE_DEVICES makes visible, exactly as CUDA numbers
-    them (see :mod:`shardclient.gpu.visible` for the parsing rules): NVML itself ignores the
+    them (see :mod:`shardclient._gpu.visible` for the parsing rules): NVML itself ignores the
     variable and counts in PCI bus order. Integer entries and unset values count in CUDA's
     enumeration order (fastest first unless CUDA_DEVICE_ORDER=PCI_BUS_ID), learnt from libcuda
     where present, else assumed to be PCI order (logged once). The mapping is worked out on the

@@ -28,11 +28,11 @@ import click
 
 from shardclient._handled import HandledExperiments
 from shardclient._review import ask_on_terminal, printable
-from shardclient.aio import AsyncShardDirectorClient
-from shardclient.config import load_envoy_config
-from shardclient.download import ProgressCallback
-from shardclient.envoy import Envoy, ExperimentResult, ExperimentSettings, Mode
-from shardclient.errors import (
+from shardclient._aio import AsyncShardDirectorClient
+from shardclient._config import load_envoy_config
+from shardclient._download import ProgressCallback
+from shardclient._envoy import Envoy, ExperimentResult, ExperimentSettings, Mode
+from shardclient._errors import (
     DirectorUnavailableError,
     EnvoyConfigError,
     EnvoyStateError,
@@ -42,8 +42,8 @@ from shardclient.errors import (
     TLSConfigurationError,
     TLSHandshakeError,
 )
-from shardclient.gpu import GpuMonitor
-from shardclient.retry import RetryPolicy
+from shardclient._gpu import GpuMonitor
+from shardclient._retry import RetryPolicy
 
 if TYPE_CHECKING:  # rich is imported only when a terminal shows a progress bar
     from rich.progress import Progress
@@ -460,7 +460,7 @@ def gpus(as_json: bool) -> None:
 @cli.command()
 def demo() -> None:
     """Run one whole envoy cycle against an in-process local director."""
-    from shardclient.demo import run_demo
+    from shardclient._demo import run_demo
 
     run_demo(click.echo)
 

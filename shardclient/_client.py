@@ -17,20 +17,20 @@ from types import TracebackType
 from typing import Generic, SupportsIndex, TypeVar
 
 
-from shardclient.aio import AsyncShardDirectorClient, CudaDevicesInfo
-from shardclient.descriptor import ShardDescriptor
-from shardclient.download import DownloadedExperiment, ProgressCallback
-from shardclient.errors import ClientClosedError, ShardClientError, ShardNotFoundError
+from shardclient._aio import AsyncShardDirectorClient, CudaDevicesInfo
+from shardclient._descriptor import ShardDescriptor
+from shardclient._download import DownloadedExperiment, ProgressCallback
+from shardclient._errors import ClientClosedError, ShardClientError, ShardNotFoundError
 from shardclient._loop import LoopStoppedError, LoopThread
 from shardclient.messages import CudaDeviceInfo, DirectorStub, ExperimentData
-from shardclient.options import (
+from shardclient._options import (
     DEFAULT_KEEPALIVE_TIME,
     DEFAULT_KEEPALIVE_TIMEOUT,
     DEFAULT_MAX_MESSAGE_SIZE,
     DEFAULT_TIMEOUT,
 )
-from shardclient.retry import RetryPolicy
-from shardclient.tls import PathLike
+from shardclient._retry import RetryPolicy
+from shardclient._tls import PathLike
 
 __all__ = ["ShardDirectorClient"]
 

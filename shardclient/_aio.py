@@ -24,20 +24,20 @@ from grpclib.const import Cardinality
 from grpclib.encoding.proto import ProtoCodec
 from grpclib.exceptions import ProtocolError, StreamTerminatedError
 
-from shardclient.descriptor import ShardDescriptor, shard_info_from_descriptor
+from shardclient._descriptor import ShardDescriptor, shard_info_from_descriptor
 from shardclient._compat import (
     connection_broken,
     goaway_received,
     open_channel,
     unparseable_reply,
 )
-from shardclient.download import (
+from shardclient._download import (
     DownloadedExperiment,
     ProgressCallback,
     archive_filename,
     save_archive,
 )
-from shardclient.errors import (
+from shardclient._errors import (
     ClientClosedError,
     DirectorProtocolError,
     DirectorUnavailableError,
@@ -56,17 +56,17 @@ from shardclient.messages import (
     WaitExperimentRequest,
     WaitExperimentResponse,
 )
-from shardclient.options import (
+from shardclient._options import (
     DEFAULT_KEEPALIVE_TIME,
     DEFAULT_KEEPALIVE_TIMEOUT,
     DEFAULT_MAX_MESSAGE_SIZE,
     DEFAULT_TIMEOUT,
     ClientOptions,
 )
-from shardclient.retry import RetryPolicy, call_with_retry, is_retryable
-from shardclient.download import RawChunk
-from shardclient.stream import DataStream, recv_chunk, recv_raw_chunk
-from shardclient.tls import PathLike, client_ssl_context
+from shardclient._retry import RetryPolicy, call_with_retry, is_retryable
+from shardclient._download import RawChunk
+from shardclient._stream import DataStream, recv_chunk, recv_raw_chunk
+from shardclient._tls import PathLike, client_ssl_context
 
 __all__ = ["AsyncShardDirectorClient", "CudaDevicesInfo"]
 

@@ -26,10 +26,10 @@ from shardclient._experiment import (
 )
 from shardclient._handled import HandledExperiment, HandledExperiments, Outcome
 from shardclient._review import printable
-from shardclient.aio import AsyncShardDirectorClient
-from shardclient.descriptor import ShardDescriptor, StaticShardDescriptor
-from shardclient.download import ProgressCallback
-from shardclient.errors import (
+from shardclient._aio import AsyncShardDirectorClient
+from shardclient._descriptor import ShardDescriptor, StaticShardDescriptor
+from shardclient._download import ProgressCallback
+from shardclient._errors import (
     CorruptExperimentDataError,
     DirectorProtocolError,
     DirectorRPCError,
@@ -39,7 +39,7 @@ from shardclient.errors import (
     ShardNotFoundError,
     ShardRefusedError,
 )
-from shardclient.gpu import GpuMonitor
+from shardclient._gpu import GpuMonitor
 from shardclient.messages import CudaDeviceInfo
 
 __all__ = ["Envoy", "ExperimentResult", "ExperimentSettings", "Mode"]

@@ -7,7 +7,7 @@ import ssl
 from pathlib import Path
 from typing import Union
 
-from shardclient.errors import TLSConfigurationError
+from shardclient._errors import TLSConfigurationError
 
 __all__ = ["PathLike", "client_ssl_context", "server_ssl_context"]
 

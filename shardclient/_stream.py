@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from shardclient import _compat
 from shardclient._compat import DataStream
-from shardclient.download import RawChunk
-from shardclient.errors import DirectorProtocolError, compressed_message, message_too_large
+from shardclient._download import RawChunk
+from shardclient._errors import DirectorProtocolError, compressed_message, message_too_large
 from shardclient.messages import ExperimentData
 
 __all__ = ["DataStream", "recv_chunk", "recv_raw_chunk"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from shardclient.retry import RetryPolicy
+from shardclient._retry import RetryPolicy
 
 __all__ = [
     "ClientOptions",

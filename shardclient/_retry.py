@@ -20,7 +20,7 @@ from tenacity import (
     wait_random,
 )
 
-from shardclient.errors import (
+from shardclient._errors import (
     DirectorProtocolError,
     DirectorRPCError,
     DirectorTimeoutError,
