@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
-from shardclient._retry import RetryPolicy
+from shardclient._retry import RetryPolicy, check_number
 
 __all__ = [
     "ClientOptions",
@@ -28,14 +27,6 @@ DEFAULT_MAX_MESSAGE_SIZE = 64 * 1024 * 1024
 """Largest message accepted from the director; OpenFL sends 2 MiB archive chunks."""
 
 
-def _positive_number(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{name} must be a number of seconds, got {value!r}")
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    return float(value)
-
-
 @dataclass(frozen=True)
 class ClientOptions:
     """The keyword options both clients accept; bad values raise ValueError at once.
@@ -55,10 +46,10 @@ class ClientOptions:
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
 
     def __post_init__(self) -> None:
-        _positive_number("timeout", self.timeout)
+        check_number("timeout", self.timeout, minimum=0, allow_equal=False)
         if self.keepalive_time is not None:
-            _positive_number("keepalive_time", self.keepalive_time)
-        _positive_number("keepalive_timeout", self.keepalive_timeout)
+            check_number("keepalive_time", self.keepalive_time, minimum=0, allow_equal=False)
+        check_number("keepalive_timeout", self.keepalive_timeout, minimum=0, allow_equal=False)
         if self.retry is not None and not isinstance(self.retry, RetryPolicy):
             raise ValueError(f"retry must be a RetryPolicy or None, got {self.retry!r}")
         size = self.max_message_size

@@ -27,14 +27,16 @@ from shardclient._errors import (
     DirectorUnavailableError,
 )
 
-__all__ = ["RetryPolicy", "is_retryable", "call_with_retry"]
+__all__ = ["RetryPolicy", "call_with_retry", "check_number", "is_retryable"]
 
 logger = logging.getLogger("shardclient.retry")
 
 T = TypeVar("T")
 
 
-def _check_number(name: str, value: object, *, minimum: float, allow_equal: bool) -> None:
+def check_number(name: str, value: object, *, minimum: float, allow_equal: bool) -> None:
+    """ValueError naming ``name`` unless ``value`` is a finite real number above ``minimum``
+    (or equal to it, with ``allow_equal``); the one check of numeric options."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError(f"{name} must be a number, got {value!r}")
     if not math.isfinite(value) or value < minimum or (value == minimum and not allow_equal):
@@ -63,11 +65,11 @@ class RetryPolicy:
             raise ValueError(f"max_attempts must be an int, got {self.max_attempts!r}")
         if self.max_attempts < 1:
             raise ValueError(f"max_attempts must be >= 1, got {self.max_attempts!r}")
-        _check_number("initial_delay", self.initial_delay, minimum=0, allow_equal=True)
-        _check_number("max_delay", self.max_delay, minimum=0, allow_equal=True)
-        _check_number("multiplier", self.multiplier, minimum=1, allow_equal=True)
-        _check_number("jitter", self.jitter, minimum=0, allow_equal=True)
-        _check_number("total_timeout", self.total_timeout, minimum=0, allow_equal=False)
+        check_number("initial_delay", self.initial_delay, minimum=0, allow_equal=True)
+        check_number("max_delay", self.max_delay, minimum=0, allow_equal=True)
+        check_number("multiplier", self.multiplier, minimum=1, allow_equal=True)
+        check_number("jitter", self.jitter, minimum=0, allow_equal=True)
+        check_number("total_timeout", self.total_timeout, minimum=0, allow_equal=False)
 
 
 def is_retryable(exc: BaseException) -> bool:
