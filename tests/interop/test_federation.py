@@ -147,6 +147,7 @@ def test_failed_experiment_is_reported_once_and_the_next_one_trains_after_a_rest
         before = [envoy.cpu_seconds() for envoy in envoys]
         time.sleep(IDLE_WINDOW_S)  # the observation window, not a timing assertion
         used = [envoy.cpu_seconds() - start for envoy, start in zip(envoys, before)]
+        print(f"CPU seconds of the idle envoys over {IDLE_WINDOW_S:.0f} s: {used}")
         assert all(cpu < 2.0 for cpu in used), used  # health checks every 2 s and a few asks
 
         # An envoy restarted meanwhile (by its supervisor) does not run it again either.
