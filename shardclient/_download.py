@@ -93,7 +93,8 @@ def archive_filename(experiment_name: str) -> str:
     return f"{safe_stem(experiment_name)}.zip"
 
 
-def _fsync_directory(directory: Path) -> None:
+def fsync_directory(directory: Path) -> None:
+    """Make a rename in ``directory`` durable (where the file system supports it)."""
     try:
         fd = os.open(directory, os.O_RDONLY)
     except OSError:
@@ -179,5 +180,5 @@ async def save_archive(
             pass
         raise
     # after the rename the archive is complete: nothing may cancel its success now
-    _fsync_directory(directory)
+    fsync_directory(directory)
     return DownloadedExperiment(path=destination, size=received, sha256=digest.hexdigest())

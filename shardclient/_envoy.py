@@ -211,7 +211,13 @@ class Envoy:
                 f"the envoy could not download the experiment's archive "
                 f"({failures} attempts): {exc}",
             )  # fmt: skip
-        except BaseException:
+        except Exception as exc:  # a local problem (disk full, ...): this experiment failed
+            logger.exception("Experiment %s: handling it failed", printable(name))
+            result = ExperimentResult(
+                name, Outcome.FAILED, 1,
+                f"the envoy could not handle the experiment: {type(exc).__name__}: {exc}",
+            )  # fmt: skip
+        except BaseException:  # cancelled (Ctrl-C, SIGTERM): report, then go on stopping
             with anyio.CancelScope(shield=True):
                 description = "the envoy was stopped during the experiment"
                 self.handled.record(name, Outcome.FAILED, description)

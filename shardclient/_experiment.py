@@ -18,6 +18,9 @@ from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
+import anyio
+import anyio.to_thread
+
 from shardclient import _environment
 from shardclient._handled import Outcome
 from shardclient._process import ProcessResult, run_in_group
@@ -228,7 +231,7 @@ async def _run_collaborator(
 ) -> ExperimentResult:  # fmt: skip
     folder = settings.workdir / EXPERIMENTS_FOLDER / safe_stem(name)
     if folder.exists():  # an earlier attempt at this experiment (--rerun): start afresh
-        shutil.rmtree(folder)
+        await anyio.to_thread.run_sync(shutil.rmtree, folder)
     folder.mkdir(parents=True)
     log = folder / "output.log"
     workspace = folder / "workspace"
@@ -237,12 +240,15 @@ async def _run_collaborator(
     _log_download(name, archive)
     try:
         try:
-            unpack_archive(archive.path, workspace, settings.unpack_limits)
+            # off the loop (up to gigabytes): health checks and pings go on meanwhile
+            await anyio.to_thread.run_sync(
+                unpack_archive, archive.path, workspace, settings.unpack_limits
+            )
         except ArchiveRefusedError as exc:
             return _refused(name, f"the envoy refuses the experiment's archive: {exc}", log=log)
         finally:
             archive.path.unlink(missing_ok=True)
-        summary = summarize_workspace(workspace, name)
+        summary = await anyio.to_thread.run_sync(summarize_workspace, workspace, name)
         text = summary.render(
             shard_name=settings.shard_name, install_requirements=settings.install_requirements
         )
@@ -284,10 +290,13 @@ async def _run_collaborator(
         logger.info("Experiment %s: the collaborator finished", printable(name))
         return ExperimentResult(name, Outcome.SUCCEEDED, 0, log=log)
     finally:
-        if not settings.keep_environment:
-            _environment.remove_environment(environment)
-        if not settings.keep_workspace:
-            shutil.rmtree(workspace, ignore_errors=True)
+        with anyio.CancelScope(shield=True):  # cleaned up even when the envoy is stopping
+            if not settings.keep_environment:
+                await anyio.to_thread.run_sync(_environment.remove_environment, environment)
+            if not settings.keep_workspace:
+                await anyio.to_thread.run_sync(
+                    lambda: shutil.rmtree(workspace, ignore_errors=True)
+                )
 
 
 def _collaborator_arguments(settings: ExperimentSettings) -> list[str]:

@@ -18,6 +18,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Final
 
+from shardclient._download import fsync_directory
 from shardclient._errors import EnvoyStateError
 
 __all__ = ["HandledExperiment", "HandledExperiments", "Outcome", "STATE_FILE"]
@@ -109,6 +110,7 @@ class HandledExperiments:
                     file.flush()
                     os.fsync(file.fileno())
                 os.replace(temporary, self.path)
+                fsync_directory(self.path.parent)  # the rename survives a power loss
             except BaseException:
                 os.unlink(temporary)
                 raise

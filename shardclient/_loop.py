@@ -96,6 +96,10 @@ class LoopThread:
             thread.start()
             running.wait()
             self._loop, self._thread = loop, thread
+            if self.stopped:  # stop() ran meanwhile (a signal handler on this thread)
+                self._stopped = False
+                self.stop()
+                raise LoopStoppedError("the client's event loop was stopped")
         return self._loop
 
     @staticmethod
@@ -159,7 +163,12 @@ class LoopThread:
                 coro.close()
                 raise
             self._calls.add(call)
-            loop.call_soon_threadsafe(call.start, loop)
+            try:
+                loop.call_soon_threadsafe(call.start, loop)
+            except RuntimeError:  # closed by a stop() that ran meanwhile
+                self._calls.discard(call)
+                coro.close()
+                raise LoopStoppedError("the client's event loop was stopped") from None
         return call
 
     def _cancel(self, call: _Call[Any]) -> None:

@@ -10,6 +10,7 @@ note, never waited for), and the last characters of the file become the failure 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -43,12 +44,13 @@ class ProcessResult:
     tail: str
 
 
-def read_tail(path: Path, chars: int = TAIL_CHARS) -> str:
-    """The last ``chars`` characters of a (UTF-8, possibly broken) text file; '' if absent."""
+def read_tail(path: Path, chars: int = TAIL_CHARS, start: int = 0) -> str:
+    """The last ``chars`` characters of a (UTF-8, possibly broken) text file, from byte
+    ``start`` on; '' if absent."""
     try:
         with path.open("rb") as file:
             size = file.seek(0, os.SEEK_END)
-            file.seek(max(0, size - 4 * chars))
+            file.seek(max(start, size - 4 * chars))
             data = file.read()
     except OSError:
         return ""
@@ -58,10 +60,10 @@ def read_tail(path: Path, chars: int = TAIL_CHARS) -> str:
 class _Mirror:
     """Copies what the child appends to its log file into the envoy's log, boundedly."""
 
-    def __init__(self, path: Path, label: str) -> None:
+    def __init__(self, path: Path, label: str, start: int) -> None:
         self._path = path
         self._label = label
-        self._position = 0
+        self._position = start  # what the file held before this program wrote to it
         self._partial = b""
 
     def step(self) -> None:
@@ -97,14 +99,14 @@ class _Mirror:
 
 
 def _signal_group(pgid: int, signum: int) -> bool:
-    """Send ``signum`` to the group; False when no process of it is left."""
+    """Send ``signum`` to the group; False when no process of it is left. A group we may
+    not signal (a member changed its credentials: sudo) counts as still there."""
     try:
         os.killpg(pgid, signum)
     except ProcessLookupError:
         return False
     except PermissionError:
-        # a member changed its credentials; the group is not ours to stop any more
-        return False
+        return True
     return True
 
 
@@ -120,12 +122,17 @@ async def _reap(process: Process, pgid: int, grace: float) -> None:
         logger.warning("Process group %d outlived SIGTERM by %.0f s; killing it", pgid, grace)
         _signal_group(pgid, signal.SIGKILL)
         if process.returncode is None:  # it left the group (setsid): kill it directly
-            process.kill()
+            with contextlib.suppress(OSError):
+                process.kill()
         with anyio.move_on_after(_KILL_WAIT):
             await process.wait()
             while _signal_group(pgid, 0):
                 await anyio.sleep(_GROUP_POLL)
-    await process.wait()
+    with anyio.move_on_after(_KILL_WAIT) as abandoned:
+        await process.wait()
+    if abandoned.cancelled_caught:
+        logger.error("Process %d cannot be stopped (not ours to signal?); leaving it", pgid)
+        return
     await process.aclose()
 
 
@@ -141,6 +148,7 @@ async def run_in_group(
     """Run ``argv`` in its own process group, output appended to ``log_path``; return when it
     exits, after its group has been stopped. OSError when it cannot be started."""
     with log_path.open("ab") as log_file:
+        start = log_file.seek(0, os.SEEK_END)  # earlier programs' output is not this one's
         process = await anyio.open_process(
             list(argv),
             stdin=subprocess.DEVNULL,
@@ -151,7 +159,7 @@ async def run_in_group(
             start_new_session=True,
         )
     pgid = process.pid  # a new session's leader: its pid is the group id
-    mirror = _Mirror(log_path, label)
+    mirror = _Mirror(log_path, label, start)
     try:
         async with anyio.create_task_group() as group:
 
@@ -171,4 +179,4 @@ async def run_in_group(
     with anyio.CancelScope(shield=True):
         await _reap(process, pgid, grace)
     mirror.flush()
-    return ProcessResult(exit_code=code, tail=read_tail(log_path))
+    return ProcessResult(exit_code=code, tail=read_tail(log_path, start=start))

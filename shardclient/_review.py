@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from shardclient._yaml import YamlError, load_yaml
+from shardclient._yaml import MAX_YAML_BYTES, load_yaml
 
 __all__ = [
     "ExperimentSummary",
@@ -78,12 +78,25 @@ class ExperimentSummary:
         return "\n".join(lines)
 
 
+def _read_bounded(path: Path, limit: int) -> str:
+    """A text file of at most ``limit`` bytes (ValueError when larger): archives are
+    untrusted and may carry gigabytes under a harmless name."""
+    with path.open("rb") as file:
+        data = file.read(limit + 1)
+    if len(data) > limit:
+        raise ValueError(f"{path.name} is larger than {limit} bytes")
+    return data.decode("utf-8", errors="replace")
+
+
 def read_requirements(path: Path) -> list[str]:
-    """The requirement lines of a requirements.txt (comments and blanks left out)."""
+    """The requirement lines of a requirements.txt (comments and blanks left out); a file
+    that cannot be read counts as one line saying so."""
     try:
-        text = path.read_text(encoding="utf-8", errors="replace")
+        text = _read_bounded(path, MAX_YAML_BYTES)
     except FileNotFoundError:
         return []
+    except (OSError, ValueError) as exc:
+        return [f"(requirements.txt cannot be read: {exc})"]
     lines = (line.split(" #", 1)[0].strip() for line in text.splitlines())
     return [line for line in lines if line and not line.startswith("#")]
 
@@ -98,17 +111,19 @@ def _section(data: Mapping[str, object], *keys: str) -> object:
 
 
 def _plan_tasks(plan: Mapping[str, object]) -> list[str]:
-    names: list[str] = []
+    names: dict[str, None] = {}  # ordered, without repeats
     groups = _section(plan, "assigner", "settings", "task_groups")
     if isinstance(groups, list):
         for group in groups:
             tasks = group.get("tasks") if isinstance(group, Mapping) else None
             if isinstance(tasks, list):
-                names += [str(task) for task in tasks if str(task) not in names]
+                names.update(dict.fromkeys(str(task) for task in tasks))
     tasks_section = plan.get("tasks")
     if isinstance(tasks_section, Mapping):
-        names += [str(k) for k in tasks_section if k not in ("settings", "defaults") and str(k) not in names]
-    return names
+        names.update(
+            dict.fromkeys(str(k) for k in tasks_section if k not in ("settings", "defaults"))
+        )
+    return list(names)
 
 
 def summarize_workspace(workspace: Path, name: str) -> ExperimentSummary:
@@ -123,14 +138,14 @@ def summarize_workspace(workspace: Path, name: str) -> ExperimentSummary:
     plan_path = workspace / "plan" / "plan.yaml"
     plan: Mapping[str, object] = {}
     try:
-        loaded = load_yaml(plan_path.read_text(encoding="utf-8"))
+        loaded = load_yaml(_read_bounded(plan_path, MAX_YAML_BYTES))
         if isinstance(loaded, Mapping):
             plan = loaded
         else:
             problems.append("plan/plan.yaml is not a mapping")
     except FileNotFoundError:
         problems.append("the archive has no plan/plan.yaml")
-    except (OSError, UnicodeDecodeError, YamlError) as exc:
+    except (OSError, ValueError) as exc:  # YamlError is a ValueError
         problems.append(f"plan/plan.yaml cannot be read: {printable(str(exc))}")
 
     host = _section(plan, "network", "settings", "agg_addr")

@@ -23,6 +23,7 @@ from pathlib import Path, PurePosixPath
 __all__ = ["ArchiveRefusedError", "UnpackLimits", "check_member_name", "unpack_archive"]
 
 _COPY_BLOCK = 1024 * 1024
+_MAX_NAME_BYTES = 255  # one path component, as Linux file systems allow
 
 
 class ArchiveRefusedError(Exception):
@@ -54,6 +55,10 @@ def check_member_name(name: str) -> PurePosixPath:
         raise ArchiveRefusedError(f"member {name!r}: '..' leaves the workspace")
     if not path.parts or path.parts == (".",):
         raise ArchiveRefusedError(f"member {name!r}: empty path")
+    if any(len(part.encode("utf-8", "surrogateescape")) > _MAX_NAME_BYTES for part in path.parts):
+        raise ArchiveRefusedError(
+            f"member {name[:80]!r}: a name longer than {_MAX_NAME_BYTES} bytes"
+        )
     return path
 
 
@@ -165,8 +170,8 @@ def unpack_archive(
                 _extract(archive, members, temporary, limits)
         except zipfile.BadZipFile as exc:
             raise ArchiveRefusedError(f"not a valid zip archive: {exc}") from exc
-        except (NotImplementedError, RuntimeError, EOFError, zlib.error) as exc:
-            # unsupported compression methods and the like
+        except (NotImplementedError, RuntimeError, EOFError, ValueError, zlib.error) as exc:
+            # unsupported compression, undecodable names (UnicodeDecodeError is a ValueError)
             raise ArchiveRefusedError(f"cannot unpack it: {exc}") from exc
         temporary.chmod(0o755)
         os.rename(temporary, destination)

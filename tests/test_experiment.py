@@ -14,6 +14,7 @@ import importlib.util
 import io
 import json
 import os
+import shutil
 import sys
 import zipfile
 from collections.abc import AsyncIterator, Callable
@@ -327,3 +328,31 @@ async def test_an_experiment_interrupted_by_an_envoy_crash_is_reported_at_start(
     assert failure.experiment_name == "crashed"
     assert "restarted" in failure.error_description
     assert setup.outcome("crashed") is Outcome.FAILED
+
+
+async def test_a_local_failure_fails_the_experiment_and_the_envoy_serves_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with serving(tmp_path, monkeypatch) as setup:
+        long_member = {"model/" + "m" * 300 + ".py": b"x"}
+        setup.director.submit_experiment("odd", archive(members=long_member), ["s1"])
+        await until(lambda: len(setup.director.failures) == 1, "the refusal")
+        setup.director.finish_experiment("odd")
+        # a disk that fails under the envoy: an OSError the pipeline does not expect
+        real_rmtree = shutil.rmtree
+        monkeypatch.setattr("shardclient._experiment.shutil.rmtree", _raise_oserror)
+        (setup.workdir / "experiments" / "full").mkdir(parents=True)
+        setup.director.submit_experiment("full", archive(), ["s1"])
+        await until(lambda: len(setup.director.failures) == 2, "the failure")
+        monkeypatch.setattr("shardclient._experiment.shutil.rmtree", real_rmtree)
+        setup.director.finish_experiment("full")
+        setup.director.submit_experiment("fine", archive(), ["s1"])
+        await until(lambda: setup.outcome("fine") is Outcome.SUCCEEDED, "the next one")
+    first, second = setup.director.failures
+    assert "longer than 255 bytes" in first.error_description
+    assert "could not handle the experiment: OSError: [Errno 28] No space" in second.error_description
+    assert "stopped" not in second.error_description
+
+
+def _raise_oserror(*args: object, **kwargs: object) -> None:
+    raise OSError(28, "No space left on device")

@@ -114,3 +114,9 @@ def test_read_tail_of_broken_utf8_and_missing_files(tmp_path: Path) -> None:
     path.write_bytes(b"\xff\xfe partial \xe2\x82 end")
     assert read_tail(path, 8) == "al \ufffd end"
     assert read_tail(tmp_path / "absent") == ""
+
+
+async def test_a_shared_log_yields_only_this_program_s_output(tmp_path: Path) -> None:
+    (tmp_path / "out.log").write_text("an earlier program's traceback\n")
+    code, tail = await _run(tmp_path, "import sys; sys.exit(2)")
+    assert code == 2 and tail == ""  # not the earlier program's output

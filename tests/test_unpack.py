@@ -156,3 +156,20 @@ def test_member_names_either_stay_inside_or_are_refused(name: str) -> None:
     assert ".." not in path.parts
     resolved = PurePosixPath("/ws").joinpath(path)
     assert resolved.parts[:2] == ("/", "ws") and len(resolved.parts) > 2
+
+
+def test_names_the_file_system_cannot_hold_are_refused(tmp_path: Path) -> None:
+    long_name = _zip(tmp_path / "long.zip", [("d/" + "n" * 300 + ".txt", b"x")])
+    with pytest.raises(ArchiveRefusedError, match="longer than 255 bytes"):
+        unpack_archive(long_name, tmp_path / "ws")
+    undecodable = tmp_path / "utf8.zip"
+    _zip(undecodable, [("plain.txt", b"x")])
+    data = bytearray(undecodable.read_bytes())
+    for signature, flag_offset, name_offset in ((b"PK\x03\x04", 6, 30), (b"PK\x01\x02", 8, 46)):
+        at = data.find(signature)
+        data[at + flag_offset + 1] |= 0x08  # bit 11: the name is UTF-8...
+        data[at + name_offset] = 0xFF  # ...and it is not
+    undecodable.write_bytes(bytes(data))
+    with pytest.raises(ArchiveRefusedError):
+        unpack_archive(undecodable, tmp_path / "ws")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["long.zip", "utf8.zip"]
