@@ -37,10 +37,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import Final, SupportsIndex, cast
 
-import yaml
-
 from shardclient._descriptor import ShardDescriptor, describe_value, shard_info_from_descriptor
 from shardclient._errors import EnvoyConfigError
+from shardclient._yaml import MAX_YAML_BYTES, YamlError, load_yaml
 from shardclient.messages import CudaDeviceInfo, ShardInfo
 
 __all__ = ["EnvoyConfig", "load_envoy_config"]
@@ -264,15 +263,19 @@ def load_envoy_config(path: str | os.PathLike[str]) -> EnvoyConfig:
     file = Path(path).absolute()
     check = _Checker(file)
     try:
-        text = file.read_text(encoding="utf-8")
+        with file.open("rb") as handle:
+            raw_bytes = handle.read(MAX_YAML_BYTES + 1)
+        if len(raw_bytes) > MAX_YAML_BYTES:
+            raise check.error("", f"larger than {MAX_YAML_BYTES} bytes: not an envoy config")
+        text = raw_bytes.decode("utf-8")
     except FileNotFoundError:
         raise check.error("", "no such file") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise check.error("", f"cannot read it: {exc}") from exc
     try:
-        data: object = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise check.error("", f"invalid YAML: {exc}") from exc
+        data: object = load_yaml(text)  # bounded: aliases, nesting, size, numbers
+    except YamlError as exc:
+        raise check.error("", str(exc)) from None
     if data is None:
         raise check.error("", "empty document, expected a mapping with a shard_descriptor")
     raw = check.mapping(data, "(top level)")

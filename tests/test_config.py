@@ -419,3 +419,24 @@ def test_the_check_does_not_run_properties(tmp_path: Path) -> None:
     """
     path = write_envoy(tmp_path, "shard_descriptor:\n  template: good.Descriptor\n", good=module)
     assert type(load_envoy_config(path).descriptor).__name__ == "Descriptor"
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+            f"{c}: &{c} [{', '.join(['*' + p] * 9)}]\n" for p, c in zip("abcdefgh", "bcdefghi")
+        ), "expands to more than"),  # a "billion laughs" of under 400 bytes
+        ("a: " + "[" * 5000 + "]" * 5000 + "\n", "nested deeper than"),
+        ("params:\n  cuda_devices: [" + "9" * 5000 + "]\n", "a value cannot be read"),
+        ("a: 1\n" + "#" * (2 * 1024 * 1024), "larger than"),
+    ],
+)
+def test_hostile_yaml_is_refused_quickly_naming_the_file(
+    tmp_path: Path, text: str, problem: str
+) -> None:
+    path = tmp_path / "envoy_config.yaml"
+    path.write_text(text)
+    with pytest.raises(EnvoyConfigError, match=problem) as caught:
+        load_envoy_config(path)
+    assert str(path) in str(caught.value) and len(str(caught.value)) < 500  # no repr of it
