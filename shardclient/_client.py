@@ -137,20 +137,18 @@ class ShardDirectorClient:
         The client's loop reads up to two chunks ahead of the caller; leaving the loop
         early (or dropping the iterator) closes the stream."""
         ahead: _ReadAhead[ExperimentData] = _ReadAhead(_READ_AHEAD)
+        call = self._loop.prepare(ahead.pump(self._aio.get_experiment_data(experiment_name)))
         try:
-            call = self._loop.spawn(ahead.pump(self._aio.get_experiment_data(experiment_name)))
-        except LoopStoppedError as exc:
-            raise ClientClosedError(f"client for {self._aio.address} is closed") from exc
-        try:
+            self._loop.start(call)
             while True:
                 chunk = ahead.take()
                 if chunk is None:
                     return
                 yield chunk
         except LoopStoppedError as exc:
-            raise ClientClosedError(f"client for {self._aio.address} was closed") from exc
+            raise ClientClosedError(f"client for {self._aio.address} is closed") from exc
         finally:
-            self._loop.cancel(call)
+            self._loop.cancel(call)  # closes the stream, whatever ended the iteration
 
     def download_experiment(
         self,

@@ -37,6 +37,14 @@ class _Call(Generic[T]):
         self.task: asyncio.Task[T] | None = None
         self.done = threading.Event()
         self.cancelled = False  # asked to cancel before or after it started
+        self.scheduled = False  # handed to the loop
+
+    def close(self) -> None:
+        """Never started: drop the coroutine."""
+        coro, self.coro = self.coro, None
+        if coro is not None:
+            coro.close()
+        self.done.set()
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         coro, self.coro = self.coro, None
@@ -121,15 +129,12 @@ class LoopThread:
         cancels the call; it propagates once the call's cleanup is done, or at once on a
         second one. LoopStoppedError when the loop was stopped before or during the call.
         """
-        call = self._submit(coro)
+        call = self.prepare(coro)
         try:
+            self.start(call)
             call.done.wait()
         except BaseException:
-            self._cancel(call)
-            try:
-                call.done.wait()  # the call's cleanup; a second Ctrl-C ends this wait
-            finally:
-                self._forget(call)
+            self.cancel(call)  # the call's cleanup; a second Ctrl-C ends this wait
             raise
         self._forget(call)
         task = call.task
@@ -137,39 +142,45 @@ class LoopThread:
             raise LoopStoppedError("the call was cancelled: the client was closed")
         return task.result()
 
-    def spawn(self, coro: Coroutine[Any, Any, T]) -> _Call[T]:
-        """Start ``coro`` on the loop without waiting; cancel it with ``cancel(call)``."""
-        return self._submit(coro)
-
-    def cancel(self, call: _Call[Any], *, wait: bool = True) -> None:
-        """Cancel a spawned call and (unless on the loop or ``wait`` is False) wait for it."""
-        self._cancel(call)
-        if wait and not self.in_loop():
-            call.done.wait()
-        self._forget(call)
-
-    def _submit(self, coro: Coroutine[Any, Any, T]) -> _Call[T]:
+    def prepare(self, coro: Coroutine[Any, Any, T]) -> _Call[T]:
+        """A call for ``coro``, not started yet. Start it with ``start`` inside a ``try``
+        whose handler calls ``cancel``: an interrupt at any point between then cancels
+        whatever part of the call already exists."""
         if self.in_loop():
             coro.close()
             raise RuntimeError(
                 "the sync client cannot be called from its own event loop thread (e.g. from "
                 "a download progress callback): that would wait on itself"
             )
-        call = _Call(coro)
+        return _Call(coro)
+
+    def start(self, call: _Call[Any]) -> None:
+        """Hand a prepared call to the loop (starting the loop thread on first use)."""
         with self._lock:
-            try:
-                loop = self._started()
-            except BaseException:
-                coro.close()
-                raise
+            loop = self._started()
             self._calls.add(call)
+            call.scheduled = True
             try:
                 loop.call_soon_threadsafe(call.start, loop)
             except RuntimeError:  # closed by a stop() that ran meanwhile
+                call.scheduled = False
                 self._calls.discard(call)
-                coro.close()
                 raise LoopStoppedError("the client's event loop was stopped") from None
-        return call
+
+    def cancel(self, call: _Call[Any], *, wait: bool = True) -> None:
+        """Cancel a call, started or not, and (unless on the loop, or ``wait`` is False)
+        wait for its cleanup."""
+        if not call.scheduled:
+            call.close()
+        else:
+            self._cancel(call)
+            if wait and not self.in_loop():
+                try:
+                    call.done.wait()
+                finally:
+                    self._forget(call)
+                return
+        self._forget(call)
 
     def _cancel(self, call: _Call[Any]) -> None:
         loop = self._loop

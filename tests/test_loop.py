@@ -95,8 +95,12 @@ def stalling() -> Iterator[tuple[Stalling, int]]:
 
         server = portal.call(serve)
         yield service, port
-        server.close()
-        portal.call(server.wait_closed)
+
+        async def close() -> None:  # on the server's loop, like everything grpclib does
+            server.close()
+            await server.wait_closed()
+
+        portal.call(close)
 
 
 def _signal_main_when(event: threading.Event, signum: int) -> threading.Thread:
