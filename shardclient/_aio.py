@@ -197,7 +197,7 @@ class AsyncShardDirectorClient:
         self.shard_name = shard_name
         self.director_host = director_host
         self.director_port = director_port
-        self.options = ClientOptions(
+        self.options: ClientOptions = ClientOptions(
             timeout=timeout,
             keepalive_time=keepalive_time,
             keepalive_timeout=keepalive_timeout,

@@ -221,7 +221,7 @@ class LocalDirector:
             health_check_period=health_check_period,
         )
         self.host = host
-        self.port = port
+        self.port: int = port
         self._tls = tls
         self._server: _RestartableServer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -277,7 +277,8 @@ class LocalDirector:
         except BaseException:
             sock.close()
             raise
-        self.port = sock.getsockname()[1]
+        bound: int = sock.getsockname()[1]
+        self.port = bound
         self._state.changed = None  # a Condition belongs to one loop
         server = _RestartableServer([_DirectorService(self._state)])
         await server.start(sock=sock, ssl=self._tls)
