@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 import anyio
 import anyio.to_thread
 import click
+from click.core import ParameterSource
 
 from shardclient._handled import HandledExperiments
 from shardclient._review import ask_on_terminal, printable
@@ -33,6 +34,8 @@ from shardclient._config import load_envoy_config
 from shardclient._download import ProgressCallback
 from shardclient._envoy import Envoy, ExperimentResult, ExperimentSettings, Mode
 from shardclient._errors import (
+    DirectorProtocolError,
+    DirectorTimeoutError,
     DirectorUnavailableError,
     EnvoyConfigError,
     EnvoyStateError,
@@ -156,6 +159,15 @@ def _client(
     retry_attempts: int,
 ) -> AsyncShardDirectorClient:
     """The client the connection options describe (TLS files are checked here)."""
+    if not disable_tls:
+        flags = {"-rc/--root-cert-path": root_cert_path, "-pk/--private-key-path":
+                 private_key_path, "-oc/--public-cert-path": public_cert_path}  # fmt: skip
+        missing = [flag for flag, value in flags.items() if value is None]
+        if missing:
+            raise click.UsageError(
+                f"TLS (the default) needs {', '.join(missing)}; or give --disable-tls "
+                "for a director started with --disable-tls"
+            )
     return AsyncShardDirectorClient(
         director_host=director_host,
         director_port=director_port,
@@ -303,7 +315,7 @@ def cli(context: click.Context, log_level: str | None, log_format: str) -> None:
 def run(envoy_config_path: Path, workdir: Path, command: str | None, download_only: bool,
         keep_environment: bool, keep_workspace: bool, rerun: tuple[str, ...], once: bool,
         **options: Any) -> None:
-    """Run the envoy: register, health checks, experiments, until stopped."""
+    """Run the envoy: train each experiment the director sends."""
     if command is not None and download_only:
         raise click.UsageError("--exec and --download-only exclude each other")
     argv = _split_command(command) if command is not None else []
@@ -376,14 +388,24 @@ def register(envoy_config_path: Path, as_json: bool, **options: Any) -> None:
 @_connection_options
 @_config_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def health(envoy_config_path: Path, as_json: bool, **options: Any) -> None:
-    """Send one health check with live GPU readings; print the director's period."""
-    config = load_envoy_config(envoy_config_path)
+@click.pass_context
+def health(context: click.Context, /, envoy_config_path: Path, as_json: bool,
+           **options: Any) -> None:
+    """Send one health check; print the director's period."""
+    # A health check needs no shard descriptor: the config, when there is one, names the
+    # CUDA devices to read (and lets a lost registration be renewed).
+    default = context.get_parameter_source("envoy_config_path") is ParameterSource.DEFAULT
+    config = None if default and not envoy_config_path.exists() else load_envoy_config(
+        envoy_config_path)  # fmt: skip
     client = _client(**options)
 
     async def main() -> int:
-        with GpuMonitor() as monitor:
-            async with client:
+        async with client:
+            if config is None:
+                return await client.send_health_check(
+                    envoy_name=client.shard_name, is_experiment_running=False
+                )
+            with GpuMonitor() as monitor:
                 envoy = Envoy(client, descriptor=config.descriptor,
                               cuda_devices=config.cuda_devices, workdir=Path("."),
                               monitor=monitor)
@@ -516,6 +538,10 @@ def main(argv: list[str] | None = None) -> int:
             return 130 if isinstance(error, KeyboardInterrupt) else int(error.code or 0)
         logger.debug("Failed", exc_info=error)
         text = str(error) if isinstance(error, (ShardClientError, OSError)) else repr(error)
+        if isinstance(error, DirectorUnavailableError) and not isinstance(
+            error, (DirectorProtocolError, DirectorTimeoutError)
+        ):
+            text += " (--retry-attempts sets how many times a call is tried)"
         click.echo(f"shardclient: error: {text}", err=True)
         return _exit_code(error)
     return EXIT_OK

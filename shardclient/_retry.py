@@ -82,14 +82,17 @@ def is_retryable(exc: BaseException) -> bool:
     )
 
 
-def _log_retry(what: str) -> Callable[[RetryCallState], None]:
+def _log_retry(what: str, attempts: int) -> Callable[[RetryCallState], None]:
+    """One line per failed attempt: which call, which attempt of how many, why, when next."""
+
     def log(state: RetryCallState) -> None:
         outcome = state.outcome
-        cause = outcome.exception() if outcome is not None else None
+        cause = str(outcome.exception() if outcome is not None else "")
+        cause = cause.removeprefix(f"{what}: ")  # our errors start with the call's name
         delay = state.next_action.sleep if state.next_action is not None else 0.0
         logger.warning(
-            "%s failed (attempt %d): %s; retrying in %.2f s", what, state.attempt_number,
-            cause, delay,
+            "%s: attempt %d of %d failed: %s; next in %.1f s", what, state.attempt_number,
+            attempts, cause, delay,
         )
 
     return log
@@ -136,7 +139,7 @@ async def call_with_retry(
         )
         + wait_random(0, policy.jitter),
         retry=retry_if_exception(is_retryable),
-        before_sleep=_log_retry(what),
+        before_sleep=_log_retry(what, policy.max_attempts),
         reraise=True,
     )
     return await retrying(attempt)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -378,3 +379,41 @@ def test_a_corrupt_state_file_exits_3(director: LocalDirector, envoy_config: Pat
                 str(workdir), "--download-only")
     assert done.returncode == 3
     assert ".shardclient-envoy-state.json: not valid JSON" in _one_error_line(done.stderr)
+
+
+def test_tls_flags_missing_are_named_as_flags(envoy_config: Path) -> None:
+    done = _run("register", "-n", "s", "-dh", "127.0.0.1", "-dp", "1", "-rc", "root.crt",
+                "-ec", str(envoy_config))
+    assert done.returncode == 2
+    line = _one_error_line(done.stderr)
+    assert "-pk/--private-key-path, -oc/--public-cert-path" in line and "--disable-tls" in line
+    assert "root_certificate" not in line  # the library's keyword names mean nothing here
+
+
+def test_health_needs_no_envoy_config(director: LocalDirector, tmp_path: Path) -> None:
+    director.submit_experiment("unused", b"x", ["s1"])
+    registered = _run("register", *_connection(director), "-ec",
+                      str(FIXTURES / "envoy_strings" / "envoy_config.yaml"))
+    assert registered.returncode == 0, registered.stderr
+    done = subprocess.run([*COMMAND, "health", *_connection(director), "--json"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=LIMIT, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"health_check_period": 7}
+
+
+def test_an_unreachable_director_gives_one_line_per_attempt(free_port: int) -> None:
+    done = _run("register", "-n", "s", "-dh", "127.0.0.1", "-dp", str(free_port),
+                "--disable-tls", "--retry-attempts", "3", "-ec",
+                str(FIXTURES / "envoy_strings" / "envoy_config.yaml"))
+    assert done.returncode == 4
+    attempts = [line for line in done.stderr.splitlines() if re.search(r"attempt \d of", line)]
+    assert [re.findall(r"attempt \d of 3", line) for line in attempts] == [
+        ["attempt 1 of 3"], ["attempt 2 of 3"]
+    ]
+    assert all(line.count("UpdateShardInfo") == 1 for line in attempts)  # named once
+    assert "--retry-attempts" in _one_error_line(done.stderr)
+
+
+def test_help_summaries_are_whole_sentences() -> None:
+    commands = _run("--help").stdout.split("Commands:")[1]
+    assert "..." not in commands and commands.count(".") == 7, commands

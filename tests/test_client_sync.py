@@ -236,7 +236,7 @@ def test_unreachable_director_names_the_address(
                 envoy_name="s1", is_experiment_running=False, raise_on_failure=True
             )
     assert caught.value.address == f"127.0.0.1:{free_port}"
-    retries = [r for r in caplog.records if "retrying in" in r.getMessage()]
+    retries = [r for r in caplog.records if "next in" in r.getMessage()]
     assert len(retries) == 2  # three attempts, a warning before each retry
 
 
