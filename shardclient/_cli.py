@@ -233,9 +233,10 @@ class _Terminal:
                 TransferSpeedColumn,
             )
 
+            # transient: the result line (or the envoy's log line) states the final size once
             self._bar = Progress(
                 TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
-                TransferSpeedColumn(), TimeElapsedColumn(),
+                TransferSpeedColumn(), TimeElapsedColumn(), transient=True,
             )
             self._bar.start()
         return self
@@ -247,6 +248,8 @@ class _Terminal:
     def progress(self, name: str) -> ProgressCallback:
         bar = self._bar
         if bar is not None:
+            for finished in list(bar.task_ids):  # one bar: the download in progress
+                bar.remove_task(finished)
             task = bar.add_task(f"downloading {printable(name, 60)}", total=None)
 
             def update_bar(received: int, total: int | None) -> None:
