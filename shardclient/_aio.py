@@ -24,16 +24,17 @@ from grpclib.const import Cardinality
 from grpclib.encoding.proto import ProtoCodec
 from grpclib.exceptions import ProtocolError, StreamTerminatedError
 
-from shardclient._descriptor import ShardDescriptor, shard_info_from_descriptor
 from shardclient._compat import (
     connection_broken,
     goaway_received,
     open_channel,
     unparseable_reply,
 )
+from shardclient._descriptor import ShardDescriptor, shard_info_from_descriptor
 from shardclient._download import (
     DownloadedExperiment,
     ProgressCallback,
+    RawChunk,
     archive_filename,
     save_archive,
 )
@@ -44,6 +45,17 @@ from shardclient._errors import (
     ShardClientError,
     translate_error,
 )
+from shardclient._options import (
+    DEFAULT_KEEPALIVE_TIME,
+    DEFAULT_KEEPALIVE_TIMEOUT,
+    DEFAULT_MAX_MESSAGE_SIZE,
+    DEFAULT_TIMEOUT,
+    ClientOptions,
+)
+from shardclient._retry import RetryPolicy, call_with_retry, is_retryable
+from shardclient._stream import DataStream, recv_chunk, recv_raw_chunk
+from shardclient._tls import PathLike, client_ssl_context
+from shardclient._wire import check_message
 from shardclient.messages import (
     CudaDeviceInfo,
     DirectorStub,
@@ -56,17 +68,6 @@ from shardclient.messages import (
     WaitExperimentRequest,
     WaitExperimentResponse,
 )
-from shardclient._options import (
-    DEFAULT_KEEPALIVE_TIME,
-    DEFAULT_KEEPALIVE_TIMEOUT,
-    DEFAULT_MAX_MESSAGE_SIZE,
-    DEFAULT_TIMEOUT,
-    ClientOptions,
-)
-from shardclient._retry import RetryPolicy, call_with_retry, is_retryable
-from shardclient._download import RawChunk
-from shardclient._stream import DataStream, recv_chunk, recv_raw_chunk
-from shardclient._tls import PathLike, client_ssl_context
 
 __all__ = ["AsyncShardDirectorClient", "CudaDevicesInfo"]
 
@@ -104,6 +105,15 @@ def cuda_device_messages(items: CudaDevicesInfo | None) -> list[CudaDeviceInfo]:
     messages: list[CudaDeviceInfo] = []
     for position, item in enumerate(items):
         if isinstance(item, CudaDeviceInfo):
+            for key in ("index", "memory_total", "memory_utilized"):
+                number = getattr(item, key)
+                if isinstance(number, bool) or not isinstance(number, int) or not (
+                    0 <= number < 2**64
+                ):
+                    raise ValueError(
+                        f"cuda_devices_info[{position}].{key} must be an int in "
+                        f"0..2**64-1, got {number!r}"
+                    )
             messages.append(item)
             continue
         if not isinstance(item, Mapping):
@@ -124,9 +134,10 @@ def cuda_device_messages(items: CudaDevicesInfo | None) -> list[CudaDeviceInfo]:
                     f"cuda_devices_info[{position}][{key!r}] must be {kind.__name__}, "
                     f"got {value!r}"
                 )
-            if isinstance(value, int) and value < 0:
+            if isinstance(value, int) and not 0 <= value < 2**64:  # uint64 on the wire
                 raise ValueError(
-                    f"cuda_devices_info[{position}][{key!r}] must be >= 0, got {value!r}"
+                    f"cuda_devices_info[{position}][{key!r}] must be in 0..2**64-1, "
+                    f"got {value!r}"
                 )
             setattr(message, key, value)
         messages.append(message)
@@ -134,10 +145,15 @@ def cuda_device_messages(items: CudaDevicesInfo | None) -> list[CudaDeviceInfo]:
 
 
 def _text(name: str, value: object, *, empty: bool = False) -> str:
-    """``value`` if it is a str (non-empty unless ``empty``), else ValueError naming it."""
+    """``value`` if it is a str (non-empty unless ``empty``) that UTF-8 can encode (no lone
+    surrogates: it goes on the wire), else ValueError naming it."""
     if not isinstance(value, str) or (not empty and not value):
         kind = "a str" if empty else "a non-empty str"
-        raise ValueError(f"{name} must be {kind}, got {value!r}")
+        raise ValueError(f"{name} must be {kind}, got {value!r:.200}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"{name} is not valid Unicode text ({exc.reason}): {value!r:.200}") from None
     return value
 
 
@@ -147,6 +163,7 @@ class _ReplyCodec(ProtoCodec):
 
     def decode(self, data: bytes, message_type: Any) -> Any:
         try:
+            check_message(data, message_type)  # betterproto alone accepts wrong wire types
             return super().decode(data, message_type)
         except Exception as exc:  # betterproto raises ValueError, EOFError, ... on bad input
             raise ProtocolError(f"malformed {message_type.__name__} message: {exc}") from exc
@@ -184,10 +201,8 @@ class AsyncShardDirectorClient:
         retry: RetryPolicy | None = RetryPolicy(),
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     ) -> None:
-        if not isinstance(shard_name, str) or not shard_name:
-            raise ValueError(f"shard_name must be a non-empty str, got {shard_name!r}")
-        if not isinstance(director_host, str) or not director_host:
-            raise ValueError(f"director_host must be a non-empty str, got {director_host!r}")
+        _text("shard_name", shard_name)
+        _text("director_host", director_host)
         if (
             isinstance(director_port, bool)
             or not isinstance(director_port, int)

@@ -168,17 +168,31 @@ def _client(
                 f"TLS (the default) needs {', '.join(missing)}; or give --disable-tls "
                 "for a director started with --disable-tls"
             )
-    return AsyncShardDirectorClient(
-        director_host=director_host,
-        director_port=director_port,
-        shard_name=shard_name,
-        tls=not disable_tls,
-        root_certificate=root_cert_path,
-        private_key=private_key_path,
-        certificate=public_cert_path,
-        timeout=timeout,
-        retry=RetryPolicy(max_attempts=retry_attempts) if retry_attempts > 1 else None,
-    )
+    try:
+        return AsyncShardDirectorClient(
+            director_host=director_host,
+            director_port=director_port,
+            shard_name=shard_name,
+            tls=not disable_tls,
+            root_certificate=root_cert_path,
+            private_key=private_key_path,
+            certificate=public_cert_path,
+            timeout=timeout,
+            retry=RetryPolicy(max_attempts=retry_attempts) if retry_attempts > 1 else None,
+        )
+    except ValueError as exc:  # a value click let through (nan, text that is not UTF-8)
+        message = str(exc)
+        for keyword, flag in _FLAG_OF.items():
+            if message.startswith(keyword + " "):
+                message = f"{flag}{message[len(keyword):]}"
+        raise click.UsageError(message) from None
+
+
+_FLAG_OF = {
+    "shard_name": "-n/--shard-name",
+    "director_host": "-dh/--director-host",
+    "timeout": "--timeout",
+}
 
 
 def _run_async(func: Callable[[], Awaitable[T]]) -> T:

@@ -43,6 +43,7 @@ from hyperframe.frame import DataFrame, Frame
 
 from shardclient._download import RawChunk
 from shardclient._errors import DirectorProtocolError, compressed_message, message_too_large
+from shardclient._wire import check_message
 from shardclient.messages import ExperimentData, GetExperimentDataRequest
 
 __all__ = [
@@ -417,6 +418,7 @@ async def _decode(  # noqa: F811 - the implementation of the overloads above
         )
     body = await reader.whole_body()
     try:
+        check_message(body, ExperimentData)  # no truncated or mistyped field slips through
         parsed = ExperimentData().parse(body)
     except Exception as exc:  # betterproto raises ValueError, EOFError, ... on bad input
         raise ProtocolError(f"malformed ExperimentData message: {exc}") from exc

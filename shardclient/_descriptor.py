@@ -138,7 +138,15 @@ def _shape(value: object, where: str) -> tuple[int, ...]:
 
 def _description(value: object) -> str:
     if not isinstance(value, str):
-        raise ShardDescriptorError(f"dataset_description: expected a string, got {describe_value(value)}")
+        raise ShardDescriptorError(
+            f"dataset_description: expected a string, got {describe_value(value)}"
+        )
+    try:
+        value.encode("utf-8")  # it goes on the wire: no lone surrogates
+    except UnicodeEncodeError as exc:
+        raise ShardDescriptorError(
+            f"dataset_description: not valid Unicode text ({exc.reason})"
+        ) from None
     return value
 
 

@@ -417,3 +417,21 @@ def test_an_unreachable_director_gives_one_line_per_attempt(free_port: int) -> N
 def test_help_summaries_are_whole_sentences() -> None:
     commands = _run("--help").stdout.split("Commands:")[1]
     assert "..." not in commands and commands.count(".") == 7, commands
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--timeout", "nan", "--timeout must be finite and > 0, got nan"),
+        ("--timeout", "inf", "--timeout must be finite and > 0, got inf"),
+        ("-n", os.fsdecode(b"\xff"), "-n/--shard-name is not valid Unicode text"),
+    ],
+)
+def test_values_click_lets_through_are_refused_as_usage_errors(
+    envoy_config: Path, flag: str, value: str, message: str
+) -> None:
+    shard = [] if flag == "-n" else ["-n", "s"]
+    done = _run("register", "-dh", "127.0.0.1", "-dp", "1", "--disable-tls",
+                "-ec", str(envoy_config), *shard, flag, value)  # fmt: skip
+    assert done.returncode == 2
+    assert message in _one_error_line(done.stderr)

@@ -100,7 +100,7 @@ def test_health_check_from_unknown_shard(client: ShardDirectorClient) -> None:
     [
         ([{"index": 0, "memory": 1}], r"cuda_devices_info\[0\]: unknown key 'memory'"),
         ([{"index": "0"}], r"cuda_devices_info\[0\]\['index'\] must be int"),
-        ([{"index": -1}], r"must be >= 0"),
+        ([{"index": -1}], r"must be in 0..2\*\*64-1"),
         ([7], r"cuda_devices_info\[0\] must be a CudaDeviceInfo or a dict"),
         ({"index": 0}, r"must be a list"),
     ],
@@ -400,3 +400,25 @@ def test_shard_not_found_is_caught_by_openfl_s_except_clause(
     assert caught.value.shard_name == "s1"
     assert type(caught.value).__name__ == "ShardNotFoundError"
 
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda c: c.send_health_check(envoy_name="s\udc80", is_experiment_running=False),
+         "envoy_name is not valid Unicode"),
+        (lambda c: c.set_experiment_failed("e\udc80", 1), "experiment_name is not valid Unicode"),
+        (lambda c: c.set_experiment_failed("e", 1, "\ud800"), "error_description is not valid"),
+        (lambda c: list(c.get_experiment_data("\udcff")), "experiment_name is not valid Unicode"),
+        (lambda c: c.download_experiment("\udcff", "."), "experiment_name is not valid Unicode"),
+        (lambda c: c.report_shard_info(Descriptor(dataset_description="\udc80"), []),
+         "dataset_description: not valid Unicode"),
+    ],
+)
+def test_lone_surrogates_are_refused_naming_the_argument(
+    client: ShardDirectorClient, director: LocalDirector, call: Callable[[ShardDirectorClient], object],
+    message: str,
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        call(client)
+    assert director.failures == [] and director.shards == {}

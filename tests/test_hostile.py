@@ -211,3 +211,30 @@ async def test_error_status_after_some_chunks(read_path: bool, dest: Path) -> No
             await _download(_client(server), dest)
     assert caught.value.status is Status.INTERNAL
     assert _listing(dest) == ["keep.txt"]
+
+
+@pytest.mark.parametrize(
+    ("body", "call", "problem"),
+    [
+        (b"\x08\x05", "wait", "experiment_name: a string sent with wire type 0"),
+        (b"\x0a\x05ab", "wait", "WaitExperimentResponse.experiment_name: 5 bytes announced"),
+        (b"\x08", "register", "UpdateShardInfoResponse.accepted: truncated varint"),
+        (b"\x0a\x01\x08", "health", "Duration.seconds: truncated varint"),
+        (b"\x0a\x03\xff\xfe\xfd", "wait", "malformed WaitExperimentResponse"),  # not UTF-8
+    ],
+    ids=["wrong-wire-type", "truncated-name", "truncated-varint", "nested-truncated", "not-utf8"],
+)
+async def test_replies_betterproto_would_misread_are_refused(
+    body: bytes, call: str, problem: str
+) -> None:
+    async with HostileServer(h2_server(H2Script(body=grpc_frame(body)))) as server:
+        async with _client(server) as client:
+            with anyio.fail_after(LIMIT), pytest.raises(DirectorProtocolError, match=problem):
+                if call == "wait":
+                    await client.wait_experiment()
+                elif call == "register":
+                    await client.report_shard_info(
+                        StaticShardDescriptor(sample_shape=[1], target_shape=[1]), []
+                    )
+                else:
+                    await client.send_health_check(envoy_name="s1", is_experiment_running=False)

@@ -1,4 +1,5 @@
-"""recv_chunk's streaming ExperimentData decoder against betterproto's parser.
+"""recv_chunk's streaming ExperimentData decoder against betterproto's parser (after the
+wire check that refuses what betterproto would misread).
 
 For any body and any split of it into HTTP/2 DATA pieces, the decoder must return a message
 identical to ``ExperimentData().parse(body)`` (fields, unknown fields, wire flag) or raise
@@ -18,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shardclient import _compat
+from shardclient._wire import check_message
 from shardclient._download import RawChunk
 from shardclient.messages import ExperimentData
 
@@ -93,7 +95,10 @@ _fields = st.one_of(
 
 
 async def _both(body: bytes, cuts: list[int]) -> None:
+    """The decoder gives what betterproto's parse gives, except that a body betterproto
+    would misread (truncated, wrong wire types: shardclient._wire) is an error."""
     try:
+        check_message(body, ExperimentData)
         expected: ExperimentData | Exception = ExperimentData().parse(body)
     except Exception as exc:  # noqa: BLE001  # the decoder must raise the same
         expected = exc
@@ -148,7 +153,7 @@ async def test_arbitrary_bytes_decode_like_betterproto(body: bytes, cuts: list[i
         b"\x12\x00",
         b"\x12\x03abc\x12\x02xy",  # repeated: the last wins
         b"\x12\x03abc\x18\x07",  # an unknown field is kept
-        b"\x12\x05abc",  # npbytes longer than the body: betterproto truncates
+        b"\x12\x05abc",  # npbytes longer than the body: betterproto truncates, we refuse
     ],
     ids=["empty", "canonical", "reversed", "size-only", "empty-npbytes", "repeated",
          "unknown", "truncated"],

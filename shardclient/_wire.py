@@ -1,0 +1,113 @@
+"""Checking a protobuf message from the director before betterproto parses it.
+
+betterproto 2.0.0b7 is lenient where a client must not be: a string field sent with a varint
+wire type comes back as an int, and a length that runs past the end of the body yields a
+truncated value. The director is untrusted, so every reply body is walked first: tags,
+varints (at most 10 bytes), lengths within the body, wire types that the field's declared
+type allows, nested messages recursively. Unknown fields are allowed, as protobuf allows
+them. Anything else is a ValueError that names the message and the field.
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import Final
+
+import betterproto
+from betterproto.lib.google.protobuf import Duration, Timestamp
+
+__all__ = ["check_message", "read_varint"]
+
+_VARINT, _FIXED64, _LENGTH, _START, _END, _FIXED32 = 0, 1, 2, 3, 4, 5
+_MAX_DEPTH: Final = 32
+
+_SCALAR_WIRE: Final = {
+    **dict.fromkeys(
+        ("int32", "int64", "uint32", "uint64", "sint32", "sint64", "bool", "enum"), _VARINT
+    ),
+    **dict.fromkeys(("double", "fixed64", "sfixed64"), _FIXED64),
+    **dict.fromkeys(("float", "fixed32", "sfixed32"), _FIXED32),
+}
+
+
+def read_varint(data: bytes | memoryview, at: int) -> tuple[int, int]:
+    """The varint at ``data[at:]`` and the offset after it; ValueError when it is longer
+    than 10 bytes or runs past the end."""
+    value = 0
+    for shift in range(0, 70, 7):
+        if at >= len(data):
+            raise ValueError("truncated varint")
+        byte = data[at]
+        at += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, at
+    raise ValueError("varint longer than 10 bytes")
+
+
+def check_message(
+    data: bytes | memoryview, message_type: type[betterproto.Message], depth: int = 0
+) -> None:
+    """ValueError unless ``data`` is a well-formed ``message_type`` body (see the module)."""
+    name = message_type.__name__
+    if depth > _MAX_DEPTH:
+        raise ValueError(f"{name}: messages nested deeper than {_MAX_DEPTH}")
+    # betterproto's per-class field table (its classproperty is typed for concrete classes)
+    meta = message_type._betterproto  # type: ignore[arg-type]
+    at = 0
+    while at < len(data):
+        try:
+            tag, at = read_varint(data, at)
+        except ValueError as exc:
+            raise ValueError(f"{name}: bad field tag: {exc}") from None
+        number, wire = tag >> 3, tag & 7
+        field = meta.field_name_by_number.get(number)
+        where = f"{name}.{field or f'field {number}'}"
+        if number == 0:
+            raise ValueError(f"{name}: field number 0")
+        if wire == _VARINT:
+            _, at = _value_varint(data, at, where)
+        elif wire in (_FIXED64, _FIXED32):
+            at += 8 if wire == _FIXED64 else 4
+        elif wire == _LENGTH:
+            length, at = _value_varint(data, at, where)
+            if at + length > len(data):
+                raise ValueError(f"{where}: {length} bytes announced, {len(data) - at} left")
+            if field is not None and meta.meta_by_field_name[field].proto_type == "message":
+                nested = _message_class(meta.cls_by_field[field])
+                if nested is not None:
+                    check_message(data[at : at + length], nested, depth + 1)
+            at += length
+        else:
+            raise ValueError(f"{where}: wire type {wire} is not supported")
+        if at > len(data):
+            raise ValueError(f"{where}: truncated")
+        if field is not None:
+            repeated = isinstance(meta.default_gen[field](), list)
+            _check_wire_type(where, meta.meta_by_field_name[field].proto_type, wire, repeated)
+
+
+def _value_varint(data: bytes | memoryview, at: int, where: str) -> tuple[int, int]:
+    try:
+        return read_varint(data, at)
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from None
+
+
+def _message_class(cls: object) -> type[betterproto.Message] | None:
+    """The message class a field's value is parsed with (well-known types included)."""
+    if isinstance(cls, type) and issubclass(cls, betterproto.Message):
+        return cls
+    if cls is datetime.timedelta:
+        return Duration
+    if cls is datetime.datetime:
+        return Timestamp
+    return None
+
+
+def _check_wire_type(where: str, proto_type: str, wire: int, repeated: bool) -> None:
+    expected = _SCALAR_WIRE.get(proto_type, _LENGTH)
+    # repeated numbers may come packed (length-delimited)
+    packed = repeated and wire == _LENGTH and proto_type in _SCALAR_WIRE
+    if wire != expected and not packed:
+        raise ValueError(f"{where}: a {proto_type} sent with wire type {wire}")
