@@ -26,6 +26,7 @@ from grpclib.exceptions import ProtocolError, StreamTerminatedError
 
 from shardclient._compat import (
     connection_broken,
+    framing_error,
     goaway_received,
     open_channel,
     unparseable_reply,
@@ -308,6 +309,12 @@ class AsyncShardDirectorClient:
         if garbage is not None:
             return DirectorProtocolError(
                 f"{what}: {self.address} {garbage} (is it a gRPC director{tls_hint}?)",
+                address=self.address,
+            )
+        framing = framing_error(self._channel) if isinstance(exc, StreamTerminatedError) else None
+        if framing is not None:
+            return DirectorProtocolError(
+                f"{what}: {self.address} broke the HTTP/2 protocol: {framing}",
                 address=self.address,
             )
         if isinstance(exc, StreamTerminatedError) and goaway_received(self._channel):

@@ -36,10 +36,11 @@ from grpclib.config import Configuration
 from grpclib.encoding.base import CodecBase
 from grpclib.exceptions import ProtocolError
 from grpclib.protocol import H2Protocol
+import h2.exceptions
 from h2.connection import H2Connection
 from h2.frame_buffer import FrameBuffer
 from h2.settings import SettingCodes
-from hyperframe.frame import DataFrame, Frame
+from hyperframe.frame import DataFrame, Frame, GoAwayFrame
 
 from shardclient._download import RawChunk
 from shardclient._errors import DirectorProtocolError, compressed_message, message_too_large
@@ -47,7 +48,8 @@ from shardclient._wire import check_message
 from shardclient.messages import ExperimentData, GetExperimentDataRequest
 
 __all__ = [
-    "DataStream", "channel_tuning_problem", "connection_broken", "goaway_received",
+    "DataStream", "channel_tuning_problem", "connection_broken", "framing_error",
+    "goaway_received",
     "open_channel", "recv_fast", "stream_problem", "unparseable_reply",
 ]  # fmt: skip
 
@@ -167,8 +169,19 @@ class QuietFrameBuffer(FrameBuffer):
     errors, incomplete or oversized frames, other types) is left to h2 unchanged.
     """
 
+    goaway_seen = False
+    """Whether the peer sent GOAWAY (h2 closes its state alike on a local protocol error)."""
+    broken: str | None = None
+    """Why the peer's bytes were not HTTP/2 frames, once h2 said so."""
+
     def __next__(self) -> Frame:
-        frame = self._next_data_frame() or super().__next__()
+        try:
+            frame = self._next_data_frame() or super().__next__()
+        except h2.exceptions.ProtocolError as exc:
+            self.broken = str(exc)
+            raise
+        if type(frame) is GoAwayFrame:
+            self.goaway_seen = True
         if type(frame) is DataFrame:
             # repr() reads _body_repr through the instance: no payload hexlified, same type
             # (h2 dispatches on frame.__class__), same fields.
@@ -453,9 +466,21 @@ def unparseable_reply(channel: Channel | None) -> str | None:
     return None
 
 
-def goaway_received(channel: Channel | None) -> bool:
-    """Whether h2's connection state is CLOSED, which it enters on a GOAWAY from the peer."""
+def framing_error(channel: Channel | None) -> str | None:
+    """What h2 found wrong with the peer's frames on a tuned connection (None: nothing)."""
     protocol = getattr(channel, "_protocol", None)
     h2_connection = getattr(getattr(protocol, "connection", None), "_connection", None)
+    broken = getattr(getattr(h2_connection, "incoming_buffer", None), "broken", None)
+    return broken if isinstance(broken, str) else None
+
+
+def goaway_received(channel: Channel | None) -> bool:
+    """Whether the peer sent GOAWAY. A tuned connection's frame buffer saw it or not; on a
+    plain one, h2's CLOSED state is the best sign (it also follows a local protocol error)."""
+    protocol = getattr(channel, "_protocol", None)
+    h2_connection = getattr(getattr(protocol, "connection", None), "_connection", None)
+    seen = getattr(getattr(h2_connection, "incoming_buffer", None), "goaway_seen", None)
+    if isinstance(seen, bool):
+        return seen
     state = getattr(getattr(h2_connection, "state_machine", None), "state", None)
     return getattr(state, "name", None) == "CLOSED"

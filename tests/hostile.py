@@ -33,7 +33,9 @@ class H2Script:
     """What the HTTP/2 server does once a request has fully arrived."""
 
     body: bytes = b""  # DATA after the response headers (already gRPC-framed)
-    then: str = "trailers"  # "trailers", "stall", "close", "end" (END_STREAM, no trailers)
+    # "trailers", "stall", "close", "end" (END_STREAM, no trailers), "break" (an invalid
+    # HTTP/2 frame: DATA on stream 0), "goaway" (GOAWAY, then the trailers anyway)
+    then: str = "trailers"
     status: int = 0  # grpc-status in the trailers
     message: str = ""  # grpc-message in the trailers
 
@@ -98,6 +100,17 @@ async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
         pass
 
 
+def _trailers_after_goaway(stream_id: int) -> bytes:
+    """A HEADERS frame with grpc-status 0 and END_STREAM, encoded by hand (h2 refuses to
+    send anything once it sent GOAWAY)."""
+    import hpack
+    import hyperframe.frame
+
+    block = hpack.Encoder().encode([("grpc-status", "0")])
+    frame = hyperframe.frame.HeadersFrame(stream_id, block, flags=["END_HEADERS", "END_STREAM"])
+    return frame.serialize()
+
+
 def h2_server(script: H2Script) -> Handler:
     """An HTTP/2 server that answers every request per ``script`` and acks pings."""
 
@@ -138,6 +151,17 @@ def h2_server(script: H2Script) -> Handler:
                 conn.end_stream(stream_id)
             elif script.then == "close":
                 writer.close()
+                return
+            elif script.then == "break":
+                writer.write(b"\x00\x00\x01\x00\x00\x00\x00\x00\x00x")  # DATA, stream 0
+                await writer.drain()
+                return
+            elif script.then == "goaway":
+                conn.close_connection(error_code=11)  # ENHANCE_YOUR_CALM: too_many_pings
+                writer.write(conn.data_to_send())
+                # RFC 9113 lets a server finish streams after GOAWAY (gRPC C-core does)
+                writer.write(_trailers_after_goaway(stream_id))
+                await writer.drain()
                 return
             writer.write(conn.data_to_send())
             await writer.drain()

@@ -238,3 +238,26 @@ async def test_replies_betterproto_would_misread_are_refused(
                     )
                 else:
                     await client.send_health_check(envoy_name="s1", is_experiment_running=False)
+
+
+async def test_a_peer_breaking_http2_is_a_protocol_error_at_once() -> None:
+    """Not a lost connection to retry: the peer is broken (no GOAWAY came from it)."""
+    script = H2Script(body=b"", then="break")
+    async with HostileServer(h2_server(script)) as server:
+        policy = RetryPolicy(max_attempts=5, initial_delay=5, max_delay=5, jitter=0)
+        async with _client(server, retry=policy) as client:
+            with anyio.fail_after(4):  # a retry would wait 5 s
+                with pytest.raises(DirectorProtocolError, match="[Pp]rotocol"):
+                    await client.wait_experiment()
+
+
+async def test_goaway_then_the_call_s_status_is_a_lost_connection() -> None:
+    """gRPC C-core's too_many_pings: GOAWAY, then the call's trailers, which h2 refuses (h2
+    closed its state): the director closed the connection, a retryable loss."""
+    script = H2Script(body=b"", then="goaway")
+    async with HostileServer(h2_server(script)) as server:
+        async with _client(server) as client:
+            with anyio.fail_after(LIMIT), pytest.raises(DirectorUnavailableError) as caught:
+                await client.wait_experiment()
+    assert "GOAWAY" in str(caught.value)
+    assert not isinstance(caught.value, DirectorProtocolError)
