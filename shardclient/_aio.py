@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import logging
 import os
 import time
@@ -44,6 +45,7 @@ from shardclient._errors import (
     DirectorProtocolError,
     DirectorUnavailableError,
     ShardClientError,
+    describe_value,
     translate_error,
 )
 from shardclient._options import (
@@ -56,7 +58,7 @@ from shardclient._options import (
 from shardclient._retry import RetryPolicy, call_with_retry, is_retryable
 from shardclient._stream import DataStream, recv_chunk, recv_raw_chunk
 from shardclient._tls import PathLike, client_ssl_context
-from shardclient._wire import check_message
+from shardclient._wire import check_message, check_outgoing
 from shardclient.messages import (
     CudaDeviceInfo,
     DirectorStub,
@@ -84,63 +86,48 @@ _CONNECTION_WINDOW = 16 * 1024 * 1024
 """HTTP/2 connection window: four times grpclib's 4 MiB stream window."""
 
 _GET_EXPERIMENT_DATA = "/openfl.director.Director/GetExperimentData"
-_CUDA_FIELDS = {
-    "index": int,
-    "memory_total": int,
-    "memory_utilized": int,
-    "device_utilization": str,
-    "cuda_driver_version": str,
-    "cuda_version": str,
-    "name": str,
-}
+_CUDA_FIELDS = (
+    "index", "memory_total", "memory_utilized", "device_utilization",
+    "cuda_driver_version", "cuda_version", "name",
+)  # fmt: skip
+_MAX_CUDA_DEVICES = 1024  # an endless iterable of readings is refused, not held
 
 
 def cuda_device_messages(items: CudaDevicesInfo | None) -> list[CudaDeviceInfo]:
     """Convert health-check GPU readings to messages, naming the entry and key at fault."""
     if items is None:
         return []
-    if isinstance(items, (str, bytes, Mapping)):
+    if isinstance(items, (str, bytes, Mapping)) or not isinstance(items, Iterable):
         raise ValueError(
-            f"cuda_devices_info must be a list of CudaDeviceInfo or dicts, got {items!r}"
+            f"cuda_devices_info must be a list of CudaDeviceInfo or dicts, got {describe_value(items)}"
         )
+    try:
+        readings = list(itertools.islice(items, _MAX_CUDA_DEVICES + 1))
+    except Exception as exc:  # noqa: BLE001 - whatever a hostile iterable raises names the argument
+        raise ValueError(
+            f"cuda_devices_info: iterating it raised {describe_value(exc)}"
+        ) from None
+    if len(readings) > _MAX_CUDA_DEVICES:
+        raise ValueError(f"cuda_devices_info: more than {_MAX_CUDA_DEVICES} devices")
     messages: list[CudaDeviceInfo] = []
-    for position, item in enumerate(items):
+    for position, item in enumerate(readings):
+        where = f"cuda_devices_info[{position}]"
         if isinstance(item, CudaDeviceInfo):
-            for key in ("index", "memory_total", "memory_utilized"):
-                number = getattr(item, key)
-                if isinstance(number, bool) or not isinstance(number, int) or not (
-                    0 <= number < 2**64
-                ):
-                    raise ValueError(
-                        f"cuda_devices_info[{position}].{key} must be an int in "
-                        f"0..2**64-1, got {number!r}"
-                    )
+            check_outgoing(item, where)
             messages.append(item)
             continue
         if not isinstance(item, Mapping):
             raise ValueError(
-                f"cuda_devices_info[{position}] must be a CudaDeviceInfo or a dict, "
-                f"got {item!r}"
+                f"{where} must be a CudaDeviceInfo or a dict, got {describe_value(item)}"
             )
         message = CudaDeviceInfo()
         for key, value in item.items():
-            kind = _CUDA_FIELDS.get(key)
-            if kind is None:
+            if key not in _CUDA_FIELDS:
                 raise ValueError(
-                    f"cuda_devices_info[{position}]: unknown key {key!r}; known keys: "
-                    f"{', '.join(_CUDA_FIELDS)}"
-                )
-            if isinstance(value, bool) or not isinstance(value, kind):
-                raise ValueError(
-                    f"cuda_devices_info[{position}][{key!r}] must be {kind.__name__}, "
-                    f"got {value!r}"
-                )
-            if isinstance(value, int) and not 0 <= value < 2**64:  # uint64 on the wire
-                raise ValueError(
-                    f"cuda_devices_info[{position}][{key!r}] must be in 0..2**64-1, "
-                    f"got {value!r}"
+                    f"{where}: unknown key {describe_value(key)}; known keys: {', '.join(_CUDA_FIELDS)}"
                 )
             setattr(message, key, value)
+        check_outgoing(message, where)
         messages.append(message)
     return messages
 

@@ -37,8 +37,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Final, SupportsIndex, cast
 
-from shardclient._descriptor import ShardDescriptor, describe_value, shard_info_from_descriptor
-from shardclient._errors import EnvoyConfigError
+from shardclient._descriptor import ShardDescriptor, shard_info_from_descriptor
+from shardclient._errors import EnvoyConfigError, describe_value
 from shardclient._yaml import MAX_YAML_BYTES, YamlError, load_yaml
 from shardclient.messages import CudaDeviceInfo, ShardInfo
 

@@ -9,6 +9,7 @@ naming the field and the value. Pure functions, no I/O; no openfl import is need
 from __future__ import annotations
 
 import inspect
+import itertools
 import operator
 import re
 from collections.abc import Iterable, Mapping
@@ -16,7 +17,8 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Final, Protocol, SupportsIndex, TypeAlias, TypedDict, runtime_checkable
 
-from shardclient._errors import ShardDescriptorError
+from shardclient._errors import ShardDescriptorError, describe_value
+from shardclient._wire import check_outgoing
 from shardclient.messages import CudaDeviceInfo, NodeInfo, ShardInfo
 
 __all__ = [
@@ -33,6 +35,10 @@ Dimension: TypeAlias = SupportsIndex | str
 
 # Largest dimension accepted: what an array library's (int64) shape can hold.
 MAX_DIMENSION: Final = 2**63 - 1
+# Most dimensions in a shape (numpy's own limit) and most GPUs listed: bounds on what an
+# endless iterator can make us hold.
+MAX_DIMENSIONS: Final = 64
+MAX_CUDA_DEVICES: Final = 1024
 # Wire limits of the uint64 fields n_samples and CudaDeviceInfo.index.
 _UINT64_MAX: Final = 2**64 - 1
 _DIGITS: Final = re.compile(r"[0-9]+")
@@ -76,14 +82,6 @@ class StaticShardDescriptorDict(TypedDict):
 _DICT_KEYS: Final = ("sample_shape", "target_shape", "dataset_description", "n_samples")
 
 
-def describe_value(value: object) -> str:
-    """The value and its type for an error message, cut short when long."""
-    text = repr(value)
-    if len(text) > 80:
-        text = text[:77] + "..."
-    return f"{text} ({type(value).__name__})"
-
-
 def _is_bool(value: object) -> bool:
     """True for bool and numpy.bool_ (named numpy.bool in numpy 2), which must not pass as 0/1."""
     if isinstance(value, bool):
@@ -98,7 +96,7 @@ def _as_int(value: object) -> int | None:
         return None
     try:
         return operator.index(value)  # type: ignore[arg-type]
-    except TypeError:
+    except Exception:  # noqa: BLE001 - not an int, or an __index__ that raises: refused alike
         return None
 
 
@@ -121,18 +119,26 @@ def _dimension(value: object, where: str) -> int:
     return number
 
 
-def _items(value: object, where: str, what: str) -> list[object]:
-    """The elements of a sequence-like value; a bare str/bytes/int/mapping/set is refused."""
-    if value is None or isinstance(value, _NOT_A_SEQUENCE):
+def _items(value: object, where: str, what: str, limit: int) -> list[object]:
+    """The elements of a sequence-like value, at most ``limit`` of them; a bare
+    str/bytes/int/mapping/set is refused, and so is one whose iteration fails (a 0-d array)."""
+    if value is None or isinstance(value, _NOT_A_SEQUENCE) or not isinstance(value, Iterable):
         raise ShardDescriptorError(f"{where}: expected a sequence of {what}, got {describe_value(value)}")
-    if not isinstance(value, Iterable):
-        raise ShardDescriptorError(f"{where}: expected a sequence of {what}, got {describe_value(value)}")
-    return list(value)
+    try:
+        items = list(itertools.islice(value, limit + 1))
+    except Exception as exc:  # noqa: BLE001 - whatever its __iter__ raises names the field
+        raise ShardDescriptorError(
+            f"{where}: expected a sequence of {what}, got {describe_value(value)} "
+            f"(iterating it raised {describe_value(exc)})"
+        ) from None
+    if len(items) > limit:
+        raise ShardDescriptorError(f"{where}: more than {limit} {what}")
+    return items
 
 
 def _shape(value: object, where: str) -> tuple[int, ...]:
     """A whole shape as a tuple of checked ints."""
-    items = _items(value, where, "dimensions")
+    items = _items(value, where, "dimensions", MAX_DIMENSIONS)
     return tuple(_dimension(item, f"{where}[{i}]") for i, item in enumerate(items))
 
 
@@ -175,10 +181,13 @@ def _cuda_index(value: object, where: str) -> int:
 def _cuda_devices(value: object) -> list[CudaDeviceInfo]:
     """CUDA indices or CudaDeviceInfo messages as fresh messages (the caller's are not shared)."""
     devices: list[CudaDeviceInfo] = []
-    for i, item in enumerate(_items(value, "cuda_devices", "CUDA indices")):
+    for i, item in enumerate(_items(value, "cuda_devices", "CUDA indices", MAX_CUDA_DEVICES)):
         where = f"cuda_devices[{i}]"
         if isinstance(item, CudaDeviceInfo):
-            _cuda_index(item.index, f"{where}.index")
+            try:
+                check_outgoing(item, where)
+            except ValueError as exc:
+                raise ShardDescriptorError(str(exc)) from None
             devices.append(CudaDeviceInfo().parse(bytes(item)))
         else:
             devices.append(CudaDeviceInfo(index=_cuda_index(item, where)))
@@ -188,6 +197,10 @@ def _cuda_devices(value: object) -> list[CudaDeviceInfo]:
 def _shard_name(value: object) -> str:
     if not isinstance(value, str) or not value:
         raise ShardDescriptorError(f"shard_name: expected a non-empty string, got {describe_value(value)}")
+    try:
+        value.encode("utf-8")  # it goes on the wire: no lone surrogates
+    except UnicodeEncodeError as exc:
+        raise ShardDescriptorError(f"shard_name: not valid Unicode text ({exc.reason})") from None
     return value
 
 
@@ -198,7 +211,7 @@ def _read(descriptor: object, name: str) -> object:
     except Exception as exc:
         raise ShardDescriptorError(
             f"{name}: cannot read it from the descriptor ({type(descriptor).__name__}): "
-            f"{type(exc).__name__}: {exc}"
+            f"{describe_value(exc)}"
         ) from exc
 
 

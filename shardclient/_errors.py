@@ -7,6 +7,7 @@ answers is a DirectorRPCError carrying the gRPC status and details.
 from __future__ import annotations
 
 import asyncio
+import reprlib
 import ssl
 
 import grpclib.exceptions
@@ -29,7 +30,25 @@ __all__ = [
     "EnvoyStateError",
     "GpuInfoError",
     "CorruptExperimentDataError",
+    "describe_value",
 ]
+
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = 77
+_REPR.maxlevel = 2
+
+
+def describe_value(value: object) -> str:
+    """A value and its type for an error message: bounded in length and cost (big containers
+    are elided), and safe from a ``__repr__`` that raises."""
+    try:
+        text = _REPR.repr(value)
+    except Exception:  # noqa: BLE001 - any failing __repr__: describe the type alone
+        text = "<unprintable>"
+    if len(text) > 80:
+        text = text[:77] + "..."
+    return f"{text} ({type(value).__name__})"
+
 
 
 class ShardClientError(Exception):

@@ -6,6 +6,10 @@ truncated value. The director is untrusted, so every reply body is walked first:
 varints (at most 10 bytes), lengths within the body, wire types that the field's declared
 type allows, nested messages recursively. Unknown fields are allowed, as protobuf allows
 them. Anything else is a ValueError that names the message and the field.
+
+Outgoing messages are checked the other way round (``check_outgoing``): a value the caller put
+in a field must fit the field's declared type, so betterproto never fails half-way through
+encoding with its own error.
 """
 
 from __future__ import annotations
@@ -16,7 +20,9 @@ from typing import Final
 import betterproto
 from betterproto.lib.google.protobuf import Duration, Timestamp
 
-__all__ = ["check_message", "read_varint"]
+from shardclient._errors import describe_value
+
+__all__ = ["check_message", "check_outgoing", "read_varint"]
 
 _VARINT, _FIXED64, _LENGTH, _START, _END, _FIXED32 = 0, 1, 2, 3, 4, 5
 _MAX_DEPTH: Final = 32
@@ -111,3 +117,74 @@ def _check_wire_type(where: str, proto_type: str, wire: int, repeated: bool) -> 
     packed = repeated and wire == _LENGTH and proto_type in _SCALAR_WIRE
     if wire != expected and not packed:
         raise ValueError(f"{where}: a {proto_type} sent with wire type {wire}")
+
+
+_INT_RANGES: Final = {
+    "int32": (-(2**31), 2**31 - 1),
+    "sint32": (-(2**31), 2**31 - 1),
+    "sfixed32": (-(2**31), 2**31 - 1),
+    "int64": (-(2**63), 2**63 - 1),
+    "sint64": (-(2**63), 2**63 - 1),
+    "sfixed64": (-(2**63), 2**63 - 1),
+    "uint32": (0, 2**32 - 1),
+    "fixed32": (0, 2**32 - 1),
+    "uint64": (0, 2**64 - 1),
+    "fixed64": (0, 2**64 - 1),
+}
+
+
+def check_outgoing(message: betterproto.Message, where: str, depth: int = 0) -> None:
+    """ValueError naming ``where.field`` unless every field of ``message`` holds a value its
+    declared type can encode: ints in range (never bool), text that UTF-8 can encode (no lone
+    surrogates), the right nested message classes."""
+    if depth > _MAX_DEPTH:
+        raise ValueError(f"{where}: messages nested deeper than {_MAX_DEPTH}")
+    meta = type(message)._betterproto  # type: ignore[arg-type]  # as in check_message
+    for field, field_meta in meta.meta_by_field_name.items():
+        value = message.__dict__.get(field)  # unset fields are betterproto placeholders
+        if value is betterproto.PLACEHOLDER or (value is None and field_meta.proto_type == "message"):
+            continue
+        if isinstance(meta.default_gen[field](), list):
+            if not isinstance(value, list):
+                raise ValueError(f"{where}.{field} must be a list, got {describe_value(value)}")
+            for i, item in enumerate(value):
+                _check_value(item, field_meta.proto_type, meta.cls_by_field.get(field),
+                             f"{where}.{field}[{i}]", depth)  # fmt: skip
+        else:
+            _check_value(value, field_meta.proto_type, meta.cls_by_field.get(field),
+                         f"{where}.{field}", depth)  # fmt: skip
+
+
+def _check_value(value: object, proto_type: str, cls: object, where: str, depth: int) -> None:
+    bounds = _INT_RANGES.get(proto_type)
+    if bounds is not None or proto_type == "enum":
+        low, high = bounds or _INT_RANGES["int32"]
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise ValueError(f"{where} must be an int in {low}..{high}, got {describe_value(value)}")
+    elif proto_type == "bool":
+        if not isinstance(value, bool):
+            raise ValueError(f"{where} must be a bool, got {describe_value(value)}")
+    elif proto_type in ("float", "double"):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{where} must be a number, got {describe_value(value)}")
+    elif proto_type == "string":
+        if not isinstance(value, str):
+            raise ValueError(f"{where} must be a str, got {describe_value(value)}")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValueError(f"{where} is not valid Unicode text ({exc.reason})") from None
+    elif proto_type == "bytes":
+        if not isinstance(value, (bytes, bytearray, memoryview)):
+            raise ValueError(f"{where} must be bytes, got {describe_value(value)}")
+    elif proto_type == "message":
+        expected = cls if isinstance(cls, type) else None
+        if expected is not None and issubclass(expected, betterproto.Message):
+            if not isinstance(value, expected):
+                raise ValueError(
+                    f"{where} must be a {expected.__name__}, got {describe_value(value)}"
+                )
+            check_outgoing(value, where, depth + 1)
+        elif expected is not None and not isinstance(value, expected):  # timedelta, datetime
+            raise ValueError(f"{where} must be a {expected.__name__}, got {describe_value(value)}")
+

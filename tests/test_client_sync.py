@@ -6,7 +6,9 @@ import asyncio
 import gc
 import hashlib
 import inspect
+import itertools
 import logging
+import operator
 import sys
 import threading
 import types
@@ -99,8 +101,12 @@ def test_health_check_from_unknown_shard(client: ShardDirectorClient) -> None:
     ("readings", "message"),
     [
         ([{"index": 0, "memory": 1}], r"cuda_devices_info\[0\]: unknown key 'memory'"),
-        ([{"index": "0"}], r"cuda_devices_info\[0\]\['index'\] must be int"),
-        ([{"index": -1}], r"must be in 0..2\*\*64-1"),
+        ([{"index": "0"}], r"^cuda_devices_info\[0\].index must be an int in 0..18446744073709551615, got '0' \(str\)$"),
+        ([{"index": -1}], r"^cuda_devices_info\[0\].index must be an int in 0..18446744073709551615, got -1"),
+        ([CudaDeviceInfo(index=0, name=5)], r"^cuda_devices_info\[0\].name must be a str, got 5 \(int\)$"),  # type: ignore[arg-type]  # wrong on purpose
+        ([{"index": 0, "name": "gpu\ud800"}], r"^cuda_devices_info\[0\].name is not valid Unicode text"),
+        (itertools.count(), r"^cuda_devices_info: more than 1024 devices$"),
+        (map(operator.truediv, [1], [0]), r"^cuda_devices_info: iterating it raised ZeroDivisionError"),
         ([7], r"cuda_devices_info\[0\] must be a CudaDeviceInfo or a dict"),
         ({"index": 0}, r"must be a list"),
     ],

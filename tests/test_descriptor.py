@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from collections.abc import Iterator
@@ -249,6 +250,7 @@ def test_rejected_n_samples(n_samples: object, message: str) -> None:
 
 
 CUDA = "expected a CUDA index (an integer >= 0) or a CudaDeviceInfo, got"
+UINT64 = "must be an int in 0..18446744073709551615, got"
 
 
 @pytest.mark.parametrize(
@@ -259,7 +261,13 @@ CUDA = "expected a CUDA index (an integer >= 0) or a CudaDeviceInfo, got"
         ([True], f"cuda_devices[0]: {CUDA} True (bool)"),
         (["0"], f"cuda_devices[0]: {CUDA} '0' (str)"),
         ([None], f"cuda_devices[0]: {CUDA} None (NoneType)"),
-        ([CudaDeviceInfo(index=-3)], f"cuda_devices[0].index: {CUDA} -3 (int)"),
+        ([CudaDeviceInfo(index=-3)], f"cuda_devices[0].index {UINT64} -3 (int)"),
+        ([CudaDeviceInfo(index=1, name=5)], "cuda_devices[0].name must be a str, got 5 (int)"),  # type: ignore[arg-type]  # a wrong type on purpose
+        (
+            [CudaDeviceInfo(index=1, name="\ud800")],
+            "cuda_devices[0].name is not valid Unicode text (surrogates not allowed)",
+        ),
+        (itertools.count(), "cuda_devices: more than 1024 CUDA indices"),
         (0, "cuda_devices: expected a sequence of CUDA indices, got 0 (int)"),
         ("0,1", "cuda_devices: expected a sequence of CUDA indices, got '0,1' (str)"),
         (None, "cuda_devices: expected a sequence of CUDA indices, got None (NoneType)"),
@@ -451,3 +459,105 @@ def _generated() -> Iterator[int]:
 def test_a_generator_shape_is_read_once() -> None:
     info = info_for(PlainAttributes(_generated(), [1]))
     assert info.sample_shape == ["5"]
+
+
+# --- hostile objects: every failure is a ShardDescriptorError naming the field -----------------
+
+
+class _RaisingIter:
+    """Like a 0-d numpy array: iterable by type, but iterating it raises."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+    def __iter__(self) -> Iterator[int]:
+        raise self.error
+
+
+class _RaisingIndex:
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    def __index__(self) -> int:
+        raise self.error
+
+
+class _RaisingRepr:
+    def __iter__(self) -> Iterator[int]:
+        raise TypeError("iteration over a 0-d array")
+
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr either")
+
+
+@pytest.mark.parametrize(
+    ("shape", "message"),
+    [
+        (_RaisingIter(TypeError("iteration over a 0-d array")), r"^sample_shape: expected a sequence of dimensions, got .*_RaisingIter.*TypeError\('iteration over a 0-d array'\)"),
+        (_RaisingIter(AttributeError("gone")), r"^sample_shape: expected a sequence .*AttributeError\('gone'\)"),
+        (_RaisingRepr(), r"^sample_shape: expected a sequence of dimensions, got <_RaisingRepr instance"),
+        ([_RaisingIndex(ValueError("x"))], r"^sample_shape\[0\]: expected a non-negative integer"),
+        ([_RaisingIndex(AttributeError("x"))], r"^sample_shape\[0\]: expected a non-negative integer"),
+        (itertools.count(), r"^sample_shape: more than 64 dimensions$"),
+        ([1] * 65, r"^sample_shape: more than 64 dimensions$"),
+    ],
+)  # fmt: skip
+def test_hostile_shapes_name_the_field(shape: object, message: str) -> None:
+    with pytest.raises(ShardDescriptorError, match=message):
+        info_for(PlainAttributes(shape, [1]))
+    with pytest.raises(ShardDescriptorError, match=message):
+        StaticShardDescriptor(shape, [1])  # type: ignore[arg-type]  # hostile on purpose
+
+
+def test_a_zero_d_numpy_array_is_not_a_shape() -> None:
+    np = pytest.importorskip("numpy")
+    with pytest.raises(ShardDescriptorError, match=r"^sample_shape: expected a sequence of dim"):
+        info_for(PlainAttributes(np.array(28), [1]))
+    assert info_for(PlainAttributes([np.array(28)], [1])).sample_shape == ["28"]
+
+
+def test_a_huge_value_is_described_briefly() -> None:
+    huge = ["x" * 10_000_000] * 3  # an error message must not hold (or build) its whole repr
+    with pytest.raises(ShardDescriptorError) as caught:
+        info_for(PlainAttributes(huge, [1]))
+    assert len(str(caught.value)) < 300
+
+
+def test_shard_name_with_a_lone_surrogate() -> None:
+    with pytest.raises(ShardDescriptorError, match=r"^shard_name: not valid Unicode text"):
+        info_for(PlainAttributes([1], [1]), shard_name="envoy-\ud800")
+
+
+_anything = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text() | st.binary()
+    | st.builds(_RaisingIter, st.sampled_from([TypeError("t"), ValueError("v"), KeyError("k")]))
+    | st.builds(_RaisingIndex, st.sampled_from([TypeError("t"), ValueError("v"), OverflowError()]))
+    | st.builds(CudaDeviceInfo, index=st.integers(), name=st.text() | st.integers()),
+    lambda inner: st.lists(inner, max_size=5) | st.tuples(inner) | st.dictionaries(st.text(), inner),
+    max_leaves=10,
+)  # fmt: skip
+
+
+@given(
+    sample=_anything, target=_anything, description=_anything, shard_name=_anything,
+    cuda_devices=_anything, n_samples=_anything,
+)  # fmt: skip
+def test_any_input_gives_a_descriptor_error_or_a_valid_shard_info(
+    sample: object, target: object, description: object, shard_name: object,
+    cuda_devices: object, n_samples: object,
+) -> None:  # fmt: skip
+    descriptor = PlainAttributes(sample, target, description)
+    descriptor.n_samples = n_samples  # type: ignore[attr-defined]
+    try:
+        info = info_for(descriptor, shard_name=shard_name, cuda_devices=cuda_devices)
+    except ShardDescriptorError as exc:
+        assert len(str(exc)) < 1000
+        return
+    assert ShardInfo().parse(bytes(info)) == info  # whatever passed encodes and reads back
+    try:
+        static = StaticShardDescriptor.from_dict(
+            {"sample_shape": sample, "target_shape": target, "dataset_description": description}
+        )
+    except ShardDescriptorError:
+        return
+    assert static.to_dict()["sample_shape"] == [int(d) for d in info.sample_shape]

@@ -325,3 +325,18 @@ def test_health_checks_take_devices_output_as_it_is() -> None:
     with monitor(two_gpus(), order="PCI_BUS_ID") as mon:
         readings: CudaDevicesInfo = mon.devices()  # the type send_health_check takes
         assert cuda_device_messages(readings) == mon.devices()
+
+
+@pytest.mark.parametrize(
+    ("indices", "message"),
+    [
+        ("0", r"^indices must be a sequence of CUDA indices, got '0' \(str\)$"),
+        (0, r"^indices must be a sequence of CUDA indices, got 0 \(int\)$"),
+        (["0"], r"^indices\[0\] must be an int, got '0' \(str\)$"),
+        ([0, True], r"^indices\[1\] must be an int, got True \(bool\)$"),
+        ([0, 1.0], r"^indices\[1\] must be an int, got 1.0 \(float\)$"),
+    ],
+)
+def test_indices_that_are_not_ints_name_the_entry(indices: object, message: str) -> None:
+    with monitor(two_gpus()) as mon, pytest.raises(TypeError, match=message):
+        mon.devices(indices)  # type: ignore[arg-type]  # wrong on purpose

@@ -46,7 +46,7 @@ def test_gpu_readings_out_of_range_or_mistyped_are_named(value: object) -> None:
     try:
         (message,) = cuda_device_messages([{"index": 0, "memory_total": value}])
     except ValueError as exc:
-        assert not ok and "cuda_devices_info[0]['memory_total']" in str(exc)
+        assert not ok and "cuda_devices_info[0].memory_total" in str(exc)
         return
     assert ok and message.memory_total == value
     assert isinstance(bytes(message), bytes)  # encodes: a valid uint64

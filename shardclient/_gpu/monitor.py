@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import enum
 import logging
+import operator
 import os
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 
-from shardclient._errors import GpuInfoError
+from shardclient._errors import GpuInfoError, describe_value
 from shardclient._gpu.libcuda import CudaOrder, LibcudaUnavailable, cuda_gpu_uuids
 from shardclient._gpu.nvml import (
     DeviceHandle,
@@ -195,8 +196,10 @@ class GpuMonitor:
         """
         if self._closed:
             raise GpuInfoError("the GPU monitor is closed")
-        if indices is not None and len(indices) == 0:
-            return []
+        if indices is not None:
+            indices = _checked_indices(indices)
+            if not indices:
+                return []
         if self._reason is not None:
             if indices is None:
                 return []
@@ -405,3 +408,20 @@ class GpuMonitor:
                 return _Target(label, None, NOT_AVAILABLE, exc)
             name = NOT_AVAILABLE
         return _Target(label, handle, name)
+
+
+def _checked_indices(indices: object) -> list[int]:
+    """``indices`` as a list of ints; TypeError naming the argument or the entry otherwise."""
+    if isinstance(indices, (str, bytes)) or not isinstance(indices, Sequence):
+        raise TypeError(f"indices must be a sequence of CUDA indices, got {describe_value(indices)}")
+    checked = []
+    for position, index in enumerate(indices):
+        try:
+            if isinstance(index, bool):
+                raise TypeError
+            checked.append(operator.index(index))  # ints and numpy integers
+        except Exception:  # noqa: BLE001 - not an int, or an __index__ that raises
+            raise TypeError(
+                f"indices[{position}] must be an int, got {describe_value(index)}"
+            ) from None
+    return checked
