@@ -29,6 +29,7 @@ from shardclient._compat import (
     connection_broken,
     framing_error,
     goaway_received,
+    tls_refusal,
     open_channel,
     unparseable_reply,
 )
@@ -45,6 +46,7 @@ from shardclient._errors import (
     DirectorProtocolError,
     DirectorUnavailableError,
     ShardClientError,
+    certificate_refused,
     describe_value,
     translate_error,
 )
@@ -304,6 +306,9 @@ class AsyncShardDirectorClient:
                 f"{what}: {self.address} broke the HTTP/2 protocol: {framing}",
                 address=self.address,
             )
+        refusal = tls_refusal(self._channel) if isinstance(exc, StreamTerminatedError) else None
+        if refusal is not None:  # the director refused this client: not a lost connection
+            return certificate_refused(what, self.address, refusal)
         if isinstance(exc, StreamTerminatedError) and goaway_received(self._channel):
             return DirectorUnavailableError(
                 f"{what}: the director at {self.address} closed the connection (GOAWAY)",

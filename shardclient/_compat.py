@@ -50,7 +50,7 @@ from shardclient.messages import ExperimentData, GetExperimentDataRequest
 __all__ = [
     "DataStream", "channel_tuning_problem", "connection_broken", "framing_error",
     "goaway_received",
-    "open_channel", "recv_fast", "stream_problem", "unparseable_reply",
+    "open_channel", "tls_refusal", "recv_fast", "stream_problem", "unparseable_reply",
 ]  # fmt: skip
 
 logger = logging.getLogger("shardclient")
@@ -224,12 +224,28 @@ def tune_connection(connection: H2Connection) -> None:
 
 
 class _TunedProtocol(H2Protocol):
-    """grpclib's protocol, its h2 connection tuned as soon as it exists."""
+    """grpclib's protocol, its h2 connection tuned as soon as it exists. It also notes what
+    grpclib forgets and a TLS refusal shows: whether the peer sent any byte, and the error
+    the connection was lost with."""
+
+    tls = False
+    heard = False
+    lost = False
+    lost_with: BaseException | None = None
 
     def connection_made(self, transport: BaseTransport) -> None:
+        self.tls = transport.get_extra_info("ssl_object") is not None
         super().connection_made(transport)
         tune_connection(self.connection._connection)
         self.connection.flush()
+
+    def data_received(self, data: bytes) -> None:
+        self.heard = True
+        super().data_received(data)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.lost, self.lost_with = True, exc
+        super().connection_lost(exc)
 
 
 class TunedChannel(Channel):
@@ -484,3 +500,19 @@ def goaway_received(channel: Channel | None) -> bool:
         return seen
     state = getattr(getattr(h2_connection, "state_machine", None), "state", None)
     return getattr(state, "name", None) == "CLOSED"
+
+
+def tls_refusal(channel: Channel | None) -> str | None:
+    """How a TLS director refused this client on a tuned connection, or None. Under TLS 1.3 the
+    server checks the client's certificate after the client's handshake is done: it ends the
+    connection with an alert, or (gRPC C-core, Python's ssl) closes it before sending a single
+    HTTP/2 byte, which a gRPC server that accepted the client never does."""
+    protocol = getattr(channel, "_protocol", None)
+    if not isinstance(protocol, _TunedProtocol) or not protocol.tls or not protocol.lost:
+        return None
+    lost = protocol.lost_with
+    if isinstance(lost, _ssl.SSLError) and "ALERT" in str(lost.reason or ""):
+        return f"it sent the TLS alert {lost.reason}"
+    if not protocol.heard:
+        return "it closed the connection right after the TLS handshake, before any HTTP/2"
+    return None

@@ -30,6 +30,7 @@ __all__ = [
     "EnvoyStateError",
     "GpuInfoError",
     "CorruptExperimentDataError",
+    "certificate_refused",
     "describe_value",
 ]
 
@@ -192,8 +193,9 @@ def translate_error(
             f"{what}: the director at {address} did not answer in time", address=address
         )
     if isinstance(exc, ssl.SSLError):
-        reason = exc.reason or exc.strerror or str(exc)
-        return TLSHandshakeError(f"{what}: TLS with {address} failed: {reason}", address=address)
+        return TLSHandshakeError(
+            f"{what}: TLS with {address} failed: {_tls_reason(exc)}", address=address
+        )
     if isinstance(exc, grpclib.exceptions.StreamTerminatedError):
         reason = str(exc)
         if "protocol" in reason.lower():
@@ -216,3 +218,44 @@ def translate_error(
             f"{what}: cannot reach the director at {address}: {reason}", address=address
         )
     return None
+
+
+# OpenSSL verification codes (X509_V_ERR_*) a misconfigured envoy meets, with what to check.
+_VERIFY_HINTS = {
+    2: "is root_certificate (-rc) the CA that signed the director's certificate?",
+    18: "is root_certificate (-rc) the CA that signed the director's certificate?",
+    19: "is root_certificate (-rc) the CA that signed the director's certificate?",
+    20: "is root_certificate (-rc) the CA that signed the director's certificate?",
+    62: "connect with a host name the director's certificate names",
+    64: "connect with an address the director's certificate names",
+}
+# Alerts a TLS server sends when it refuses the client's certificate.
+_REFUSAL_ALERTS = (
+    "UNKNOWN_CA", "BAD_CERTIFICATE", "CERTIFICATE_", "UNSUPPORTED_CERTIFICATE",
+    "ACCESS_DENIED", "HANDSHAKE_FAILURE",
+)  # fmt: skip
+
+
+def _tls_reason(exc: ssl.SSLError) -> str:
+    """Why a TLS connection failed, in words: OpenSSL's verification reason for the director's
+    certificate, or the director's refusal of ours, with what to check."""
+    reason = str(exc.reason or exc.strerror or exc)
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        text = f"the director's certificate did not verify: {exc.verify_message or reason}"
+        hint = _VERIFY_HINTS.get(exc.verify_code)
+        return f"{text} ({reason}); {hint}" if hint else f"{text} ({reason})"
+    if "ALERT" in reason and any(alert in reason for alert in _REFUSAL_ALERTS):
+        return _refused(f"it sent the TLS alert {reason}")
+    return reason
+
+
+def _refused(how: str) -> str:
+    return (
+        f"the director rejected this envoy's certificate ({how}); is the certificate signed "
+        "by the CA the director trusts, and valid now?"
+    )
+
+
+def certificate_refused(what: str, address: str, how: str) -> TLSHandshakeError:
+    """The director refused this client's certificate after the TLS handshake (``how``)."""
+    return TLSHandshakeError(f"{what}: TLS with {address} failed: {_refused(how)}", address=address)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from shardclient import (
-    DirectorUnavailableError,
+    RetryPolicy,
     ShardClientError,
     ShardDirectorClient,
     TLSConfigurationError,
@@ -87,10 +88,39 @@ def test_director_refuses_a_client_certificate_it_does_not_trust(
     stranger = make_pki(tmp_path / "stranger", ca_name="stranger CA")
     untrusted_client = Pki(ca_cert=pki.ca_cert, server=pki.server, client=stranger.client)
     with _client(tls_director, untrusted_client) as client:
-        with pytest.raises((TLSHandshakeError, DirectorUnavailableError), match="trusts this client") as caught:
+        with pytest.raises(TLSHandshakeError, match="the director rejected this envoy's certificate") as caught:
             client.report_shard_info(Descriptor(), [])
     assert f"localhost:{tls_director.port}" in str(caught.value)
     assert tls_director.shards == {}
+
+
+def test_a_refused_certificate_is_not_retried(
+    tls_director: LocalDirector, pki: Pki, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    stranger = make_pki(tmp_path / "stranger", ca_name="stranger CA")
+    with ShardDirectorClient(
+        director_host="localhost", director_port=tls_director.port, shard_name="s1",
+        root_certificate=pki.ca_cert, private_key=stranger.client.key,
+        certificate=stranger.client.cert, retry=RetryPolicy(max_attempts=3, initial_delay=0.01),
+    ) as client, caplog.at_level(logging.WARNING):  # fmt: skip
+        with pytest.raises(TLSHandshakeError, match="rejected this envoy's certificate"):
+            client.report_shard_info(Descriptor(), [])
+    assert "attempt 1 of 3" not in caplog.text
+
+
+def test_the_verification_reason_and_what_to_check_are_named(
+    tls_director: LocalDirector, pki: Pki, tmp_path: Path
+) -> None:
+    other = make_pki(tmp_path / "other", ca_name="some other CA")
+    with _client(tls_director, Pki(ca_cert=other.ca_cert, server=pki.server, client=pki.client)) as client:
+        with pytest.raises(TLSHandshakeError) as caught:
+            client.report_shard_info(Descriptor(), [])
+    assert str(caught.value) == (
+        f"UpdateShardInfo: TLS with localhost:{tls_director.port} failed: the director's "
+        "certificate did not verify: self-signed certificate in certificate chain "
+        "(CERTIFICATE_VERIFY_FAILED); is root_certificate (-rc) the CA that signed the "
+        "director's certificate?"
+    )
 
 
 def test_plain_client_against_tls_director(tls_director: LocalDirector) -> None:

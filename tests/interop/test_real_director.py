@@ -20,8 +20,10 @@ from shardclient import (
     ShardDirectorClient,
     ShardNotFoundError,
     StaticShardDescriptor,
+    TLSHandshakeError,
 )
 from shardclient.messages import CudaDeviceInfo
+from tests.certs import make_pki
 from tests.interop.openfl_director import RunningDirector, submit_experiment
 
 # Installing openfl and a first start take minutes, and count against the first test.
@@ -276,3 +278,30 @@ def test_set_experiment_failed_for_unknown_experiment_succeeds(
     name = unique("s")
     with sync_client(any_director, name) as client:
         client.set_experiment_failed(unique("no-such-experiment"))
+
+
+def test_tls_failures_say_why_and_are_not_retried(
+    tls_director: RunningDirector, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The real (C-core) director with mutual TLS: a client trusting another CA gets OpenSSL's
+    verification reason; a client whose certificate the director does not trust is told the
+    director refused it. Neither is a lost connection to retry."""
+    assert tls_director.certs is not None
+    other = make_pki(tmp_path / "other", client_name="stranger", ca_name="another CA")
+    cases = {
+        r"the director's certificate did not verify: .*; is root_certificate \(-rc\) the CA": {
+            "root_certificate": other.ca_cert,
+        },
+        "the director rejected this envoy's certificate": {
+            "private_key": other.client.key,
+            "certificate": other.client.cert,
+        },
+    }
+    for expected, files in cases.items():
+        arguments = {**_connection(tls_director, unique("tls")), **files}
+        with caplog.at_level("WARNING"), ShardDirectorClient(**arguments) as client:
+            caplog.clear()
+            with pytest.raises(TLSHandshakeError, match=expected) as caught:
+                client.report_shard_info(matching_descriptor(), [])
+        assert f"{tls_director.host}:{tls_director.port}" in str(caught.value)
+        assert "attempt 1 of" not in caplog.text  # refused at once, not retried
