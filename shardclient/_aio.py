@@ -30,6 +30,7 @@ from shardclient._compat import (
     framing_error,
     goaway_received,
     tls_refusal,
+    went_silent,
     open_channel,
     unparseable_reply,
 )
@@ -84,8 +85,10 @@ M = TypeVar("M")
 CudaDevicesInfo = Iterable[Union[CudaDeviceInfo, Mapping[str, object]]]
 """Health-check GPU readings: CudaDeviceInfo messages, or OpenFL's dicts of the same fields."""
 
-_CONNECTION_WINDOW = 16 * 1024 * 1024
-"""HTTP/2 connection window: four times grpclib's 4 MiB stream window."""
+_CONNECTION_WINDOW = 2**31 - 1
+"""HTTP/2 connection window: HTTP/2's largest. Memory stays bounded by each stream's own
+4 MiB window (grpclib's default); a smaller connection window only lets a few held streams
+stop every other call on the connection."""
 
 _GET_EXPERIMENT_DATA = "/openfl.director.Director/GetExperimentData"
 _CUDA_FIELDS = (
@@ -241,8 +244,7 @@ class AsyncShardDirectorClient:
             # answer such pings with GOAWAY too_many_pings; wait_experiment re-polls then.)
             config = Configuration(
                 # a stream nobody reads (a chunk iterator held by its caller) fills only its
-                # own 4 MiB window, a quarter of the connection's: other calls still get
-                # through (with three such streams held, a fourth download would not)
+                # own 4 MiB window: other calls still get through, however many are held
                 http2_connection_window_size=_CONNECTION_WINDOW,
                 _keepalive_time=keepalive,
                 _keepalive_timeout=self.options.keepalive_timeout,
@@ -309,6 +311,12 @@ class AsyncShardDirectorClient:
         refusal = tls_refusal(self._channel) if isinstance(exc, StreamTerminatedError) else None
         if refusal is not None:  # the director refused this client: not a lost connection
             return certificate_refused(what, self.address, refusal)
+        if isinstance(exc, StreamTerminatedError) and went_silent(self._channel):
+            return DirectorUnavailableError(
+                f"{what}: the director at {self.address} stopped answering (a keepalive ping "
+                f"went unanswered for {self.options.keepalive_timeout:g} s)",
+                address=self.address,
+            )
         if isinstance(exc, StreamTerminatedError) and goaway_received(self._channel):
             return DirectorUnavailableError(
                 f"{what}: the director at {self.address} closed the connection (GOAWAY)",
@@ -378,10 +386,12 @@ class AsyncShardDirectorClient:
     async def wait_experiment(self) -> str:
         """Long-poll until the director has an experiment for this shard; return its name.
 
-        No deadline. Keepalive pings notice a dead connection; a long poll that had been
-        waiting for at least ``keepalive_time`` when its connection dropped (a director
-        restart, a proxy's idle cut, GOAWAY too_many_pings) is sent again with a fresh
-        retry budget, so only a director that stays unreachable ends the wait with an error.
+        No deadline. A long poll that had been waiting for at least ``keepalive_time`` when
+        its connection was cut (a director restart, a proxy's idle cut, GOAWAY
+        too_many_pings) is sent again with a fresh retry budget, so only a director that
+        stays unreachable ends the wait with an error. A director that stops answering
+        keepalive pings (frozen, or its host gone) is noticed within ``keepalive_time +
+        keepalive_timeout`` and gets only what is left of the retry budget.
         """
         what = "WaitExperiment"
         request = WaitExperimentRequest(collaborator_name=self.shard_name)
@@ -399,8 +409,12 @@ class AsyncShardDirectorClient:
                 mapped = self._translate(exc, what)
                 waited = time.monotonic() - started
                 # only a director that answered before gets polled again: a peer that never
-                # spoke gRPC must not keep the caller waiting forever
-                dropped = self._answered and waited >= established_after
+                # spoke gRPC must not keep the caller waiting forever; nor one that stopped
+                # answering pings (frozen, or gone without a word): it gets the retry budget
+                dropped = (
+                    self._answered and waited >= established_after
+                    and not went_silent(self._channel)
+                )  # fmt: skip
                 if policy is not None and dropped and is_retryable(mapped):
                     raise _LongPollDropped(mapped, waited) from exc
                 raise mapped from exc

@@ -50,7 +50,7 @@ from shardclient.messages import ExperimentData, GetExperimentDataRequest
 __all__ = [
     "DataStream", "channel_tuning_problem", "connection_broken", "framing_error",
     "goaway_received",
-    "open_channel", "tls_refusal", "recv_fast", "stream_problem", "unparseable_reply",
+    "open_channel", "tls_refusal", "went_silent", "recv_fast", "stream_problem", "unparseable_reply",
 ]  # fmt: skip
 
 logger = logging.getLogger("shardclient")
@@ -243,9 +243,21 @@ class _TunedProtocol(H2Protocol):
         self.heard = True
         super().data_received(data)
 
+    unanswered_ping = False
+
     def connection_lost(self, exc: BaseException | None) -> None:
         self.lost, self.lost_with = True, exc
+        self.unanswered_ping = _ping_timed_out(getattr(self, "connection", None))
         super().connection_lost(exc)
+
+
+def _ping_timed_out(connection: object) -> bool:
+    """Whether grpclib closed ``connection`` because a keepalive ping went unanswered: the
+    close timer it sets while a ping is outstanding has come due."""
+    timer = getattr(connection, "_close_by_ping_handler", None)
+    if not isinstance(timer, asyncio.TimerHandle):
+        return False
+    return asyncio.get_running_loop().time() >= timer.when()
 
 
 class TunedChannel(Channel):
@@ -516,3 +528,10 @@ def tls_refusal(channel: Channel | None) -> str | None:
     if not protocol.heard:
         return "it closed the connection right after the TLS handshake, before any HTTP/2"
     return None
+
+
+def went_silent(channel: Channel | None) -> bool:
+    """Whether the channel's connection was closed because the director stopped answering
+    keepalive pings (a frozen or vanished peer), not cut by the peer or a proxy."""
+    protocol = getattr(channel, "_protocol", None)
+    return isinstance(protocol, _TunedProtocol) and protocol.unanswered_ping

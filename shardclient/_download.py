@@ -11,7 +11,7 @@ import asyncio
 import hashlib
 import os
 import re
-import tempfile
+import secrets
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -107,6 +107,21 @@ def fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
+def _create_temporary(directory: Path, name: str) -> tuple[int, Path]:
+    """A new hidden ``.name.<random>.part`` file in ``directory``, opened for writing.
+
+    Created with mode 0666 less the umask, as ``open()`` would (tempfile's 0600 would leave
+    the finished archive readable by its owner only, unlike any other download).
+    """
+    for _ in range(100):
+        path = directory / f".{name}.{secrets.token_hex(6)}.part"
+        try:
+            return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666), path
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name for {name!r} in {directory}")
+
+
 def _write_all(out: FileIO, data: bytes | memoryview) -> None:
     view = memoryview(data)
     while view:
@@ -129,7 +144,7 @@ async def save_archive(
     directory = destination.parent
     if not directory.is_dir():
         raise NotADirectoryError(f"download folder does not exist: {directory}")
-    fd, temporary = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".part", dir=directory)
+    fd, temporary = _create_temporary(directory, destination.name)
     digest = hashlib.sha256()
     received = 0
     loop = asyncio.get_running_loop()

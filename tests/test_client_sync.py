@@ -349,6 +349,26 @@ def test_an_open_chunk_stream_does_not_hold_up_other_calls(
     assert client.send_health_check(envoy_name="s1", is_experiment_running=False) == PERIOD
 
 
+@pytest.mark.parametrize("held", [4, 8])
+def test_many_open_chunk_streams_do_not_starve_health_checks(
+    director: LocalDirector, held: int
+) -> None:
+    """Each held stream fills its own 4 MiB window; the connection's is far larger, so the
+    envoy's health checks still get through (with a 16 MiB one, four held streams hung them)."""
+    director.submit_experiment("exp", b"q" * (5 * CHUNK_SIZE), ["s1"])
+    with ShardDirectorClient(
+        director_host=director.host, director_port=director.port, shard_name="s1", tls=False,
+        timeout=5, retry=None,
+    ) as client:  # fmt: skip
+        client.report_shard_info(Descriptor(), [])
+        streams = [client.get_experiment_data("exp") for _ in range(held)]
+        for stream in streams:
+            assert len(next(stream).npbytes) == CHUNK_SIZE
+        assert client.send_health_check(envoy_name="s1", is_experiment_running=False) == PERIOD
+        for stream in streams:
+            assert sum(len(chunk.npbytes) for chunk in stream) == 4 * CHUNK_SIZE
+
+
 def test_one_loop_thread_per_client_started_on_first_use_and_ended_by_close(
     director: LocalDirector,
 ) -> None:

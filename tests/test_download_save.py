@@ -5,6 +5,8 @@ the file."""
 from __future__ import annotations
 
 import hashlib
+import secrets
+import stat
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -125,3 +127,28 @@ async def test_short_writes_are_completed(tmp_path: Path) -> None:
     out = Trickle()
     download._write_all(out, b"0123456789")  # type: ignore[arg-type]
     assert out.written == b"0123456789"
+
+
+def _umask() -> int:
+    """This process's umask, read without setting it (os.umask would change it for everyone)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("Umask:"):
+            return int(line.split()[1], 8)
+    pytest.skip("no Umask line in /proc/self/status (Linux 4.7+) to compare with")
+
+
+async def test_the_archive_gets_the_mode_open_would_give(tmp_path: Path) -> None:
+    result = await download.save_archive(_chunks(b"zip"), tmp_path / "a.zip")
+    assert stat.S_IMODE(result.path.stat().st_mode) == 0o666 & ~_umask()
+
+
+async def test_a_link_at_the_temporary_name_is_never_followed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "elsewhere"
+    target.write_bytes(b"keep")
+    names = iter(["taken", "free"])
+    monkeypatch.setattr(secrets, "token_hex", lambda _: next(names))
+    (tmp_path / ".a.zip.taken.part").symlink_to(target)
+    result = await download.save_archive(_chunks(b"zip"), tmp_path / "a.zip")
+    assert result.path.read_bytes() == b"zip" and target.read_bytes() == b"keep"

@@ -7,6 +7,8 @@ import hashlib
 import logging
 import os
 import signal
+import subprocess
+import sys
 import threading
 from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
@@ -356,3 +358,39 @@ def test_downloads_of_sanitized_names_stay_inside_the_folder(
     result = client.download_experiment("../escape", inside)
     assert result.path.parent == inside
     assert sorted(p.name for p in tmp_path.iterdir()) == ["inside"]
+
+
+_DIRECTOR_PROCESS = f"""
+import time
+from shardclient.testing import LocalDirector
+with LocalDirector(sample_shape={list(SAMPLE_SHAPE)!r}, target_shape={list(TARGET_SHAPE)!r}) as d:
+    print(d.port, flush=True)
+    time.sleep(600)
+"""
+
+
+def test_long_poll_ends_when_the_director_stops_answering(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A frozen director (SIGSTOP: the kernel still accepts connections, nothing answers) is
+    noticed by an unanswered keepalive ping, and the wait ends within the retry budget instead
+    of being sent again forever as if a proxy had cut it."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", _DIRECTOR_PROCESS], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert process.stdout is not None
+        port = int(process.stdout.readline())
+        with ShardDirectorClient(
+            director_host="127.0.0.1", director_port=port, shard_name="s1", tls=False,
+            keepalive_time=0.3, keepalive_timeout=0.3, timeout=5,
+            retry=RetryPolicy(max_attempts=100, initial_delay=0.05, max_delay=0.1, total_timeout=1),
+        ) as client, caplog.at_level(logging.INFO, logger="shardclient"):  # fmt: skip
+            client.report_shard_info(Descriptor(), [])
+            os.kill(process.pid, signal.SIGSTOP)
+            with pytest.raises(DirectorUnavailableError, match="stopped answering .*keepalive ping"):
+                client.wait_experiment()
+        assert "polling again" not in caplog.text
+    finally:
+        process.kill()
+        process.wait()
