@@ -11,6 +11,7 @@ import contextlib
 import logging
 import os
 import queue
+import threading
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from types import TracebackType
@@ -141,7 +142,11 @@ class ShardDirectorClient:
         try:
             self._loop.start(call)
             while True:
-                chunk = ahead.take()
+                try:
+                    chunk = ahead.take()
+                except BaseException:
+                    self._loop.hold_if_abandoned()
+                    raise
                 if chunk is None:
                     return
                 yield chunk
@@ -281,6 +286,8 @@ class _ReadAhead(Generic[T]):
 
 def _shut_down(loop: LoopThread, aio: AsyncShardDirectorClient) -> None:
     """Close ``aio``'s connection on ``loop``, then stop the loop (also the finalizer)."""
+    if not threading.main_thread().is_alive():  # the interpreter is exiting
+        loop.abandon_waiters()
     try:
         if loop.running and not loop.in_loop():
             loop.run(aio.close())

@@ -78,10 +78,23 @@ class LoopThread:
         self._thread: threading.Thread | None = None
         self._calls: set[_Call[Any]] = set()
         self._stopped = False
+        self._abandoned = False
 
     @property
     def stopped(self) -> bool:
         return self._stopped
+
+    def abandon_waiters(self) -> None:
+        """At interpreter exit: threads still waiting on a call (daemon threads, the only ones
+        left by then) stay blocked until the exit freezes them, instead of waking with an
+        error that the dying interpreter prints as a traceback."""
+        self._abandoned = True
+
+    def hold_if_abandoned(self) -> None:
+        """In a daemon thread, block for good once waiters were abandoned (the thread that
+        shuts the client down at exit is the main one, and goes on)."""
+        if self._abandoned and threading.current_thread().daemon:
+            threading.Event().wait()
 
     @property
     def running(self) -> bool:
@@ -136,6 +149,7 @@ class LoopThread:
         except BaseException:
             self.cancel(call)  # the call's cleanup; a second Ctrl-C ends this wait
             raise
+        self.hold_if_abandoned()
         self._forget(call)
         task = call.task
         if task is None or not task.done() or task.cancelled():

@@ -200,7 +200,7 @@ async def test_silent_server_unary_call_times_out() -> None:
 async def test_silent_server_long_poll_is_ended_by_keepalive() -> None:
     async with HostileServer(silent) as server:
         async with _client(server, keepalive_time=0.2, keepalive_timeout=0.3) as client:
-            with anyio.fail_after(LIMIT), pytest.raises(DirectorUnavailableError, match="stopped answering \(a keepalive ping went unanswered for 0.3 s\)"):
+            with anyio.fail_after(LIMIT), pytest.raises(DirectorUnavailableError, match=r"stopped answering \(a keepalive ping went unanswered for 0.3 s\)"):
                 await client.wait_experiment()
 
 

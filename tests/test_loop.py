@@ -7,6 +7,8 @@ import asyncio
 import re
 import signal
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -31,6 +33,7 @@ from shardclient.messages import (
     WaitExperimentRequest,
     WaitExperimentResponse,
 )
+from shardclient.testing import CHUNK_SIZE, LocalDirector
 from tests.conftest import Descriptor
 
 PACKAGE = Path(__file__).resolve().parents[1] / "shardclient"
@@ -263,3 +266,43 @@ def test_a_thread_running_its_own_loop_can_call(stalling: tuple[Stalling, int]) 
         assert asyncio.run(notebook_cell()) == "ok"
     finally:
         loop.stop()
+
+
+_EXIT_WITH_A_CALL_IN_FLIGHT = """
+import sys, threading, time
+from shardclient import ShardDirectorClient
+from tests.conftest import Descriptor
+client = ShardDirectorClient(director_host="127.0.0.1", director_port=int(sys.argv[1]),
+                             shard_name="s1", tls=False)
+client.report_shard_info(Descriptor(), [])
+started = threading.Event()
+def blocked():
+    started.set()
+    if sys.argv[2] == "wait":
+        client.wait_experiment()
+    else:
+        while True:  # a download still in flight at exit
+            for _ in client.get_experiment_data("big"):
+                pass
+threading.Thread(target=blocked, daemon=True).start()
+started.wait()
+time.sleep(0.2)  # let the call reach the director; what is checked is the exit, not timing
+print("exiting", flush=True)
+"""
+
+
+@pytest.mark.parametrize("call", ["wait", "download"])
+def test_exit_with_a_call_in_flight_in_a_daemon_thread_is_quiet(
+    director: LocalDirector, call: str
+) -> None:
+    """The interpreter exits with the client never closed and a daemon thread blocked in a
+    call: the exit closes the connection, and the daemon thread is not woken with an error
+    the dying interpreter would print as a traceback."""
+    director.submit_experiment("big", b"x" * (8 * CHUNK_SIZE), ["s1"])
+    done = subprocess.run(
+        [sys.executable, "-X", "dev", "-c", _EXIT_WITH_A_CALL_IN_FLIGHT, str(director.port), call],
+        capture_output=True, text=True, timeout=60, cwd=Path(__file__).resolve().parent.parent,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "exiting\n"
+    assert done.stderr == ""
