@@ -27,9 +27,10 @@ from grpclib.exceptions import ProtocolError, StreamTerminatedError
 
 from shardclient._compat import (
     connection_broken,
+    director_spoke,
+    early_tls_close,
     framing_error,
     goaway_received,
-    tls_refusal,
     went_silent,
     open_channel,
     unparseable_reply,
@@ -47,8 +48,8 @@ from shardclient._errors import (
     DirectorProtocolError,
     DirectorUnavailableError,
     ShardClientError,
-    certificate_refused,
     describe_value,
+    tls_closed_early,
     translate_error,
 )
 from shardclient._options import (
@@ -125,9 +126,13 @@ def cuda_device_messages(items: CudaDevicesInfo | None) -> list[CudaDeviceInfo]:
             raise ValueError(
                 f"{where} must be a CudaDeviceInfo or a dict, got {describe_value(item)}"
             )
+        try:
+            entries = list(itertools.islice(item.items(), len(_CUDA_FIELDS) + 1))
+        except Exception:  # noqa: BLE001 - a hostile mapping names the entry
+            raise ValueError(f"{where}: cannot read it, got {describe_value(item)}") from None
         message = CudaDeviceInfo()
-        for key, value in item.items():
-            if key not in _CUDA_FIELDS:
+        for key, value in entries:
+            if not isinstance(key, str) or key not in _CUDA_FIELDS:
                 raise ValueError(
                     f"{where}: unknown key {describe_value(key)}; known keys: {', '.join(_CUDA_FIELDS)}"
                 )
@@ -308,15 +313,15 @@ class AsyncShardDirectorClient:
                 f"{what}: {self.address} broke the HTTP/2 protocol: {framing}",
                 address=self.address,
             )
-        refusal = tls_refusal(self._channel) if isinstance(exc, StreamTerminatedError) else None
-        if refusal is not None:  # the director refused this client: not a lost connection
-            return certificate_refused(what, self.address, refusal)
         if isinstance(exc, StreamTerminatedError) and went_silent(self._channel):
             return DirectorUnavailableError(
                 f"{what}: the director at {self.address} stopped answering (a keepalive ping "
                 f"went unanswered for {self.options.keepalive_timeout:g} s)",
                 address=self.address,
             )
+        early = early_tls_close(self._channel) if isinstance(exc, StreamTerminatedError) else None
+        if early is not None:  # most likely a refused certificate: not a plain lost connection
+            return tls_closed_early(what, self.address, early)
         if isinstance(exc, StreamTerminatedError) and goaway_received(self._channel):
             return DirectorUnavailableError(
                 f"{what}: the director at {self.address} closed the connection (GOAWAY)",
@@ -390,8 +395,9 @@ class AsyncShardDirectorClient:
         its connection was cut (a director restart, a proxy's idle cut, GOAWAY
         too_many_pings) is sent again with a fresh retry budget, so only a director that
         stays unreachable ends the wait with an error. A director that stops answering
-        keepalive pings (frozen, or its host gone) is noticed within ``keepalive_time +
-        keepalive_timeout`` and gets only what is left of the retry budget.
+        keepalive pings is noticed within ``keepalive_time + keepalive_timeout`` and polled
+        again the same way; when the new connection hears nothing from it either (a frozen
+        process whose kernel still accepts connections), the wait ends with the retry budget.
         """
         what = "WaitExperiment"
         request = WaitExperimentRequest(collaborator_name=self.shard_name)
@@ -408,12 +414,13 @@ class AsyncShardDirectorClient:
             except Exception as exc:
                 mapped = self._translate(exc, what)
                 waited = time.monotonic() - started
-                # only a director that answered before gets polled again: a peer that never
-                # spoke gRPC must not keep the caller waiting forever; nor one that stopped
-                # answering pings (frozen, or gone without a word): it gets the retry budget
+                # only a director that answered before gets polled again, and only after a
+                # connection it spoke on: a peer that never spoke gRPC, or a frozen director
+                # whose kernel still accepts connections, must not keep the caller waiting
+                # forever; they get what is left of the retry budget
                 dropped = (
                     self._answered and waited >= established_after
-                    and not went_silent(self._channel)
+                    and director_spoke(self._channel)
                 )  # fmt: skip
                 if policy is not None and dropped and is_retryable(mapped):
                     raise _LongPollDropped(mapped, waited) from exc

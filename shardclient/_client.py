@@ -7,11 +7,11 @@ thread (a LoopThread, started on first use) and waits for it; no protocol logic 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import logging
 import os
 import queue
-import threading
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from types import TracebackType
@@ -88,8 +88,10 @@ class ShardDirectorClient:
         self._health_failing = False
         self._loop = LoopThread(f"shardclient-{shard_name}"[:40])
         # a client never closed (as OpenFL code never closes its client) still closes its
-        # connection and loop when it is collected or the interpreter exits
+        # connection and loop when it is collected, or at interpreter exit (_close_at_exit)
         self._finalizer = weakref.finalize(self, _shut_down, self._loop, self._aio)
+        self._finalizer.atexit = False
+        _open_clients.add(self)
 
     @property
     def aio(self) -> AsyncShardDirectorClient:
@@ -145,7 +147,7 @@ class ShardDirectorClient:
                 try:
                     chunk = ahead.take()
                 except BaseException:
-                    self._loop.hold_if_abandoned()
+                    self._loop.hold_if_abandoned(call)
                     raise
                 if chunk is None:
                     return
@@ -284,9 +286,13 @@ class _ReadAhead(Generic[T]):
         return chunk
 
 
-def _shut_down(loop: LoopThread, aio: AsyncShardDirectorClient) -> None:
-    """Close ``aio``'s connection on ``loop``, then stop the loop (also the finalizer)."""
-    if not threading.main_thread().is_alive():  # the interpreter is exiting
+def _shut_down(
+    loop: LoopThread, aio: AsyncShardDirectorClient, *, at_exit: bool = False
+) -> None:
+    """Close ``aio``'s connection on ``loop``, then stop the loop (also the finalizer). At
+    interpreter exit, the threads still waiting on a call are left blocked (see
+    LoopThread.abandon_waiters)."""
+    if at_exit:
         loop.abandon_waiters()
     try:
         if loop.running and not loop.in_loop():
@@ -295,3 +301,15 @@ def _shut_down(loop: LoopThread, aio: AsyncShardDirectorClient) -> None:
         pass
     finally:
         loop.stop()
+
+
+_open_clients: weakref.WeakSet[ShardDirectorClient] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_at_exit() -> None:
+    """Close every client still open when the interpreter exits (after its non-daemon threads
+    ended, and after atexit handlers registered later, which may still close them as usual)."""
+    for client in list(_open_clients):
+        if client._finalizer.detach() is not None:
+            _shut_down(client._loop, client._aio, at_exit=True)

@@ -17,7 +17,9 @@ Two fast paths for downloads, each measured in bench/ (bench/throughput.py switc
 Each path checks the *structure* it relies on (the attributes exist and have the expected
 kind) where it first meets the objects; on any mismatch it falls back to plain grpclib and
 logs one warning saying what was missing. The diagnosis helpers at the end read internals
-too, defensively: on another layout they find nothing.
+too, defensively: on another layout they find nothing. The tuned protocol also notes what
+grpclib forgets and a diagnosis needs: whether the director sent any byte, the error the
+connection was lost with, and whether grpclib closed it for an unanswered keepalive ping.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ from shardclient.messages import ExperimentData, GetExperimentDataRequest
 __all__ = [
     "DataStream", "channel_tuning_problem", "connection_broken", "framing_error",
     "goaway_received",
-    "open_channel", "tls_refusal", "went_silent", "recv_fast", "stream_problem", "unparseable_reply",
+    "director_spoke", "early_tls_close", "open_channel", "went_silent", "recv_fast", "stream_problem", "unparseable_reply",
 ]  # fmt: skip
 
 logger = logging.getLogger("shardclient")
@@ -257,7 +259,13 @@ def _ping_timed_out(connection: object) -> bool:
     timer = getattr(connection, "_close_by_ping_handler", None)
     if not isinstance(timer, asyncio.TimerHandle):
         return False
-    return asyncio.get_running_loop().time() >= timer.when()
+    try:  # asyncio runs a timer up to one clock tick early
+        return asyncio.get_running_loop().time() + _CLOCK_RESOLUTION >= timer.when()
+    except RuntimeError:  # no running loop: nothing can be told
+        return False
+
+
+_CLOCK_RESOLUTION: Final = time.get_clock_info("monotonic").resolution
 
 
 class TunedChannel(Channel):
@@ -514,20 +522,29 @@ def goaway_received(channel: Channel | None) -> bool:
     return getattr(state, "name", None) == "CLOSED"
 
 
-def tls_refusal(channel: Channel | None) -> str | None:
-    """How a TLS director refused this client on a tuned connection, or None. Under TLS 1.3 the
-    server checks the client's certificate after the client's handshake is done: it ends the
-    connection with an alert, or (gRPC C-core, Python's ssl) closes it before sending a single
-    HTTP/2 byte, which a gRPC server that accepted the client never does."""
+def early_tls_close(channel: Channel | None) -> str | None:
+    """On a tuned TLS connection lost before the director sent a single byte: the TLS alert
+    it was ended with, or '' when it was just closed. None otherwise. Under TLS 1.3 a server
+    checks the client's certificate after the client's handshake is done, and gRPC C-core
+    (and Python's ssl) then refuse it this way; a gRPC server that accepted the client always
+    speaks first. A TLS proxy whose backend is down closes the same way."""
     protocol = getattr(channel, "_protocol", None)
     if not isinstance(protocol, _TunedProtocol) or not protocol.tls or not protocol.lost:
         return None
+    if protocol.heard:
+        return None
     lost = protocol.lost_with
-    if isinstance(lost, _ssl.SSLError) and "ALERT" in str(lost.reason or ""):
-        return f"it sent the TLS alert {lost.reason}"
-    if not protocol.heard:
-        return "it closed the connection right after the TLS handshake, before any HTTP/2"
-    return None
+    if isinstance(lost, _ssl.SSLError):
+        return str(lost.reason or lost)
+    return ""
+
+
+def director_spoke(channel: Channel | None) -> bool:
+    """Whether the peer sent anything on the channel's last connection (True when that
+    cannot be known: a plain grpclib channel). A frozen process whose kernel still accepts
+    connections never does."""
+    protocol = getattr(channel, "_protocol", None)
+    return not isinstance(protocol, _TunedProtocol) or protocol.heard
 
 
 def went_silent(channel: Channel | None) -> bool:

@@ -113,10 +113,11 @@ def _create_temporary(directory: Path, name: str) -> tuple[int, Path]:
     Created with mode 0666 less the umask, as ``open()`` would (tempfile's 0600 would leave
     the finished archive readable by its owner only, unlike any other download).
     """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)  # Windows
     for _ in range(100):
         path = directory / f".{name}.{secrets.token_hex(6)}.part"
         try:
-            return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666), path
+            return os.open(path, flags, 0o666), path
         except FileExistsError:
             continue
     raise FileExistsError(f"no free temporary name for {name!r} in {directory}")

@@ -30,7 +30,7 @@ __all__ = [
     "EnvoyStateError",
     "GpuInfoError",
     "CorruptExperimentDataError",
-    "certificate_refused",
+    "tls_closed_early",
     "describe_value",
 ]
 
@@ -42,8 +42,9 @@ _REPR.maxlevel = 2
 def describe_value(value: object) -> str:
     """A value and its type for an error message: bounded in length and cost (big containers
     are elided), and safe from a ``__repr__`` that raises."""
-    try:
-        text = _REPR.repr(value)
+    try:  # reprlib bounds containers and str, not bytes: cut those first
+        shown = value[:80] if isinstance(value, (bytes, bytearray, memoryview)) else value
+        text = _REPR.repr(shown)
     except Exception:  # noqa: BLE001 - any failing __repr__: describe the type alone
         text = "<unprintable>"
     if len(text) > 80:
@@ -231,9 +232,9 @@ _VERIFY_HINTS = {
 }
 # Alerts a TLS server sends when it refuses the client's certificate.
 _REFUSAL_ALERTS = (
-    "UNKNOWN_CA", "BAD_CERTIFICATE", "CERTIFICATE_", "UNSUPPORTED_CERTIFICATE",
-    "ACCESS_DENIED", "HANDSHAKE_FAILURE",
+    "UNKNOWN_CA", "BAD_CERTIFICATE", "CERTIFICATE_", "UNSUPPORTED_CERTIFICATE", "ACCESS_DENIED",
 )  # fmt: skip
+_CHECK_CERTIFICATE = "is the certificate signed by the CA the director trusts, and valid now?"
 
 
 def _tls_reason(exc: ssl.SSLError) -> str:
@@ -244,18 +245,30 @@ def _tls_reason(exc: ssl.SSLError) -> str:
         text = f"the director's certificate did not verify: {exc.verify_message or reason}"
         hint = _VERIFY_HINTS.get(exc.verify_code)
         return f"{text} ({reason}); {hint}" if hint else f"{text} ({reason})"
-    if "ALERT" in reason and any(alert in reason for alert in _REFUSAL_ALERTS):
-        return _refused(f"it sent the TLS alert {reason}")
+    if _is_refusal(reason):
+        return f"the director rejected this envoy's certificate ({reason}); {_CHECK_CERTIFICATE}"
     return reason
 
 
-def _refused(how: str) -> str:
-    return (
-        f"the director rejected this envoy's certificate ({how}); is the certificate signed "
-        "by the CA the director trusts, and valid now?"
+def _is_refusal(reason: str) -> bool:
+    return "ALERT" in reason and any(alert in reason for alert in _REFUSAL_ALERTS)
+
+
+def tls_closed_early(what: str, address: str, alert: str) -> ShardClientError:
+    """The director ended a TLS connection before sending a byte. With a certificate alert it
+    refused this envoy's certificate (not retried). Without one (how gRPC C-core refuses a
+    certificate under TLS 1.3, and how a TLS proxy with no backend closes) it most likely did:
+    retried as an outage, the message saying what to check."""
+    if _is_refusal(alert):
+        return TLSHandshakeError(
+            f"{what}: TLS with {address} failed: the director rejected this envoy's "
+            f"certificate ({alert}); {_CHECK_CERTIFICATE}",
+            address=address,
+        )
+    how = f" with {alert}" if alert else ""
+    return DirectorUnavailableError(
+        f"{what}: the director at {address} closed the TLS connection{how} right after the "
+        f"handshake, before any HTTP/2: most likely it rejected this envoy's certificate "
+        f"({_CHECK_CERTIFICATE}); or a TLS proxy in front of it has no backend",
+        address=address,
     )
-
-
-def certificate_refused(what: str, address: str, how: str) -> TLSHandshakeError:
-    """The director refused this client's certificate after the TLS handshake (``how``)."""
-    return TLSHandshakeError(f"{what}: TLS with {address} failed: {_refused(how)}", address=address)

@@ -38,6 +38,7 @@ class _Call(Generic[T]):
         self.done = threading.Event()
         self.cancelled = False  # asked to cancel before or after it started
         self.scheduled = False  # handed to the loop
+        self.abandoned = False  # in flight at interpreter exit: its caller stays blocked
 
     def close(self) -> None:
         """Never started: drop the coroutine."""
@@ -78,22 +79,23 @@ class LoopThread:
         self._thread: threading.Thread | None = None
         self._calls: set[_Call[Any]] = set()
         self._stopped = False
-        self._abandoned = False
 
     @property
     def stopped(self) -> bool:
         return self._stopped
 
     def abandon_waiters(self) -> None:
-        """At interpreter exit: threads still waiting on a call (daemon threads, the only ones
-        left by then) stay blocked until the exit freezes them, instead of waking with an
-        error that the dying interpreter prints as a traceback."""
-        self._abandoned = True
+        """At interpreter exit: the callers of the calls in flight now (daemon threads, the
+        only ones left by then) stay blocked until the exit freezes them, instead of waking
+        with an error that the dying interpreter prints as a traceback."""
+        with self._lock:
+            for call in self._calls:
+                call.abandoned = True
 
-    def hold_if_abandoned(self) -> None:
-        """In a daemon thread, block for good once waiters were abandoned (the thread that
-        shuts the client down at exit is the main one, and goes on)."""
-        if self._abandoned and threading.current_thread().daemon:
+    @staticmethod
+    def hold_if_abandoned(call: _Call[Any]) -> None:
+        """Block for good when ``call`` was abandoned (see abandon_waiters)."""
+        if call.abandoned:
             threading.Event().wait()
 
     @property
@@ -149,7 +151,7 @@ class LoopThread:
         except BaseException:
             self.cancel(call)  # the call's cleanup; a second Ctrl-C ends this wait
             raise
-        self.hold_if_abandoned()
+        self.hold_if_abandoned(call)
         self._forget(call)
         task = call.task
         if task is None or not task.done() or task.cancelled():

@@ -12,7 +12,7 @@ import operator
 import sys
 import threading
 import types
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -97,6 +97,17 @@ def test_health_check_from_unknown_shard(client: ShardDirectorClient) -> None:
     assert caught.value.details == "Unknown shard s1"
 
 
+class _RaisingMapping(Mapping[str, int]):
+    def __getitem__(self, key: str) -> int:
+        raise RuntimeError("no")
+
+    def __iter__(self) -> Iterator[str]:
+        raise RuntimeError("no")
+
+    def __len__(self) -> int:
+        return 1
+
+
 @pytest.mark.parametrize(
     ("readings", "message"),
     [
@@ -107,6 +118,8 @@ def test_health_check_from_unknown_shard(client: ShardDirectorClient) -> None:
         ([{"index": 0, "name": "gpu\ud800"}], r"^cuda_devices_info\[0\].name is not valid Unicode text"),
         (itertools.count(), r"^cuda_devices_info: more than 1024 devices$"),
         (map(operator.truediv, [1], [0]), r"^cuda_devices_info: iterating it raised ZeroDivisionError"),
+        ([_RaisingMapping()], r"^cuda_devices_info\[0\]: cannot read it, got "),
+        ([{0: 1}], r"^cuda_devices_info\[0\]: unknown key 0 \(int\); known keys: index, "),
         ([7], r"cuda_devices_info\[0\] must be a CudaDeviceInfo or a dict"),
         ({"index": 0}, r"must be a list"),
     ],
@@ -354,7 +367,8 @@ def test_many_open_chunk_streams_do_not_starve_health_checks(
     director: LocalDirector, held: int
 ) -> None:
     """Each held stream fills its own 4 MiB window; the connection's is far larger, so the
-    envoy's health checks still get through (with a 16 MiB one, four held streams hung them)."""
+    envoy's health checks still get through (with a 16 MiB one, eight held streams hung them;
+    four still fit)."""
     director.submit_experiment("exp", b"q" * (5 * CHUNK_SIZE), ["s1"])
     with ShardDirectorClient(
         director_host=director.host, director_port=director.port, shard_name="s1", tls=False,

@@ -516,10 +516,11 @@ def test_a_zero_d_numpy_array_is_not_a_shape() -> None:
     assert info_for(PlainAttributes([np.array(28)], [1])).sample_shape == ["28"]
 
 
-def test_a_huge_value_is_described_briefly() -> None:
-    huge = ["x" * 10_000_000] * 3  # an error message must not hold (or build) its whole repr
+@pytest.mark.parametrize("huge", [["x" * 10_000_000] * 3, b"\xff" * 50_000_000], ids=["str", "bytes"])
+def test_a_huge_value_is_described_briefly(huge: object) -> None:
+    # an error message must not hold (or build) its whole repr
     with pytest.raises(ShardDescriptorError) as caught:
-        info_for(PlainAttributes(huge, [1]))
+        info_for(PlainAttributes([huge], [1]))
     assert len(str(caught.value)) < 300
 
 

@@ -142,7 +142,7 @@ async def test_the_archive_gets_the_mode_open_would_give(tmp_path: Path) -> None
     assert stat.S_IMODE(result.path.stat().st_mode) == 0o666 & ~_umask()
 
 
-async def test_a_link_at_the_temporary_name_is_never_followed(
+async def test_a_taken_temporary_name_is_skipped_never_written_through(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     target = tmp_path / "elsewhere"

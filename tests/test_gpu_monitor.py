@@ -327,6 +327,14 @@ def test_health_checks_take_devices_output_as_it_is() -> None:
         assert cuda_device_messages(readings) == mon.devices()
 
 
+class _RaisingSequence(Sequence[int]):
+    def __len__(self) -> int:
+        return 2
+
+    def __getitem__(self, index: object) -> int:  # type: ignore[override]  # hostile on purpose
+        raise KeyError(index)
+
+
 @pytest.mark.parametrize(
     ("indices", "message"),
     [
@@ -335,8 +343,17 @@ def test_health_checks_take_devices_output_as_it_is() -> None:
         (["0"], r"^indices\[0\] must be an int, got '0' \(str\)$"),
         ([0, True], r"^indices\[1\] must be an int, got True \(bool\)$"),
         ([0, 1.0], r"^indices\[1\] must be an int, got 1.0 \(float\)$"),
+        ({0: 1}, r"^indices must be a sequence of CUDA indices, got \{0: 1\} \(dict\)$"),
+        (_RaisingSequence(), r"^indices must be a sequence of CUDA indices, got .*_RaisingSequence"),
     ],
 )
 def test_indices_that_are_not_ints_name_the_entry(indices: object, message: str) -> None:
     with monitor(two_gpus()) as mon, pytest.raises(TypeError, match=message):
         mon.devices(indices)  # type: ignore[arg-type]  # wrong on purpose
+
+
+def test_indices_may_be_any_iterable_of_ints() -> None:
+    np = pytest.importorskip("numpy")
+    with monitor(two_gpus()) as mon:
+        assert [d.index for d in mon.devices(np.array([1, 0]))] == [1, 0]  # an ndarray, as users pass
+        assert [d.index for d in mon.devices((0,))] == [0]

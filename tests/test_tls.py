@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,12 +11,15 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from shardclient import (
+    DirectorUnavailableError,
     RetryPolicy,
     ShardClientError,
     ShardDirectorClient,
     TLSConfigurationError,
     TLSHandshakeError,
 )
+from shardclient._errors import tls_closed_early
+from shardclient._retry import is_retryable
 from shardclient.testing import LocalDirector
 from shardclient._tls import server_ssl_context
 from tests.certs import Pki, make_pki
@@ -83,29 +87,40 @@ def test_server_name_is_verified(tls_director: LocalDirector, pki: Pki, tmp_path
 
 
 def test_director_refuses_a_client_certificate_it_does_not_trust(
-    tls_director: LocalDirector, pki: Pki, tmp_path: Path
-) -> None:
-    stranger = make_pki(tmp_path / "stranger", ca_name="stranger CA")
-    untrusted_client = Pki(ca_cert=pki.ca_cert, server=pki.server, client=stranger.client)
-    with _client(tls_director, untrusted_client) as client:
-        with pytest.raises(TLSHandshakeError, match="the director rejected this envoy's certificate") as caught:
-            client.report_shard_info(Descriptor(), [])
-    assert f"localhost:{tls_director.port}" in str(caught.value)
-    assert tls_director.shards == {}
-
-
-def test_a_refused_certificate_is_not_retried(
     tls_director: LocalDirector, pki: Pki, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """The director closes the connection right after the TLS 1.3 handshake, with no alert,
+    as a TLS proxy without a backend would: retried as an outage, every line saying that the
+    certificate was most likely refused."""
     stranger = make_pki(tmp_path / "stranger", ca_name="stranger CA")
     with ShardDirectorClient(
         director_host="localhost", director_port=tls_director.port, shard_name="s1",
         root_certificate=pki.ca_cert, private_key=stranger.client.key,
-        certificate=stranger.client.cert, retry=RetryPolicy(max_attempts=3, initial_delay=0.01),
+        certificate=stranger.client.cert,
+        retry=RetryPolicy(max_attempts=3, initial_delay=0.01, max_delay=0.01),
     ) as client, caplog.at_level(logging.WARNING):  # fmt: skip
-        with pytest.raises(TLSHandshakeError, match="rejected this envoy's certificate"):
+        with pytest.raises(DirectorUnavailableError) as caught:
             client.report_shard_info(Descriptor(), [])
-    assert "attempt 1 of 3" not in caplog.text
+    expected = (
+        f"the director at localhost:{tls_director.port} closed the TLS connection right after "
+        "the handshake, before any HTTP/2: most likely it rejected this envoy's certificate "
+        "(is the certificate signed by the CA the director trusts, and valid now?)"
+    )
+    assert expected in str(caught.value)
+    assert caplog.text.count("most likely it rejected this envoy's certificate") == 2
+    assert tls_director.shards == {}
+
+
+def test_a_certificate_alert_is_a_refusal_and_not_retried() -> None:
+    error = tls_closed_early("UpdateShardInfo", "d:1", "TLSV1_ALERT_UNKNOWN_CA")
+    assert isinstance(error, TLSHandshakeError) and not is_retryable(error)
+    assert str(error) == (
+        "UpdateShardInfo: TLS with d:1 failed: the director rejected this envoy's certificate "
+        "(TLSV1_ALERT_UNKNOWN_CA); is the certificate signed by the CA the director trusts, "
+        "and valid now?"
+    )
+    other = tls_closed_early("UpdateShardInfo", "d:1", "TLSV1_ALERT_INTERNAL_ERROR")
+    assert isinstance(other, DirectorUnavailableError) and is_retryable(other)
 
 
 def test_the_verification_reason_and_what_to_check_are_named(
@@ -115,12 +130,14 @@ def test_the_verification_reason_and_what_to_check_are_named(
     with _client(tls_director, Pki(ca_cert=other.ca_cert, server=pki.server, client=pki.client)) as client:
         with pytest.raises(TLSHandshakeError) as caught:
             client.report_shard_info(Descriptor(), [])
-    assert str(caught.value) == (
+    # OpenSSL 1.1 writes "self signed", OpenSSL 3 "self-signed"
+    assert re.fullmatch(
         f"UpdateShardInfo: TLS with localhost:{tls_director.port} failed: the director's "
-        "certificate did not verify: self-signed certificate in certificate chain "
-        "(CERTIFICATE_VERIFY_FAILED); is root_certificate (-rc) the CA that signed the "
-        "director's certificate?"
-    )
+        r"certificate did not verify: self.signed certificate in certificate chain "
+        r"\(CERTIFICATE_VERIFY_FAILED\); is root_certificate \(-rc\) the CA that signed the "
+        r"director's certificate\?",
+        str(caught.value),
+    ), str(caught.value)
 
 
 def test_plain_client_against_tls_director(tls_director: LocalDirector) -> None:

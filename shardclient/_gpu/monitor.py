@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import enum
+import itertools
 import logging
 import operator
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 
@@ -411,11 +412,20 @@ class GpuMonitor:
 
 
 def _checked_indices(indices: object) -> list[int]:
-    """``indices`` as a list of ints; TypeError naming the argument or the entry otherwise."""
-    if isinstance(indices, (str, bytes)) or not isinstance(indices, Sequence):
+    """``indices`` (any iterable of ints: a list, a tuple, a numpy array) as a list of ints;
+    TypeError naming the argument or the entry otherwise."""
+    if isinstance(indices, (str, bytes, Mapping)) or not isinstance(indices, Iterable):
         raise TypeError(f"indices must be a sequence of CUDA indices, got {describe_value(indices)}")
+    try:
+        items = list(itertools.islice(indices, _MAX_INDICES + 1))
+    except Exception:  # noqa: BLE001 - whatever a hostile iterable raises names the argument
+        raise TypeError(
+            f"indices must be a sequence of CUDA indices, got {describe_value(indices)}"
+        ) from None
+    if len(items) > _MAX_INDICES:
+        raise TypeError(f"indices: more than {_MAX_INDICES} CUDA indices")
     checked = []
-    for position, index in enumerate(indices):
+    for position, index in enumerate(items):
         try:
             if isinstance(index, bool):
                 raise TypeError
@@ -425,3 +435,6 @@ def _checked_indices(indices: object) -> list[int]:
                 f"indices[{position}] must be an int, got {describe_value(index)}"
             ) from None
     return checked
+
+
+_MAX_INDICES = 1024
