@@ -24,7 +24,6 @@ from shardclient._gpu.nvml import (
 )
 from shardclient._gpu.visible import (
     MigDevice,
-    Resolution,
     bare_uuid,
     parse_visible_devices,
     resolve_visible,
