@@ -62,7 +62,7 @@ from shardclient._options import (
 from shardclient._retry import RetryPolicy, call_with_retry, is_retryable
 from shardclient._stream import DataStream, recv_chunk, recv_raw_chunk
 from shardclient._tls import PathLike, client_ssl_context
-from shardclient._wire import check_message, check_outgoing
+from shardclient._wire import check_message, check_outgoing, unencodable
 from shardclient.messages import (
     CudaDeviceInfo,
     DirectorStub,
@@ -148,10 +148,9 @@ def _text(name: str, value: object, *, empty: bool = False) -> str:
     if not isinstance(value, str) or (not empty and not value):
         kind = "a str" if empty else "a non-empty str"
         raise ValueError(f"{name} must be {kind}, got {value!r:.200}")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise ValueError(f"{name} is not valid Unicode text ({exc.reason}): {value!r:.200}") from None
+    problem = unencodable(value)
+    if problem is not None:
+        raise ValueError(f"{name} is not valid Unicode text ({problem}): {value!r:.200}")
     return value
 
 

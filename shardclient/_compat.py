@@ -522,14 +522,20 @@ def goaway_received(channel: Channel | None) -> bool:
     return getattr(state, "name", None) == "CLOSED"
 
 
+def _tuned_protocol(channel: Channel | None) -> _TunedProtocol | None:
+    """The channel's current connection, when it is a tuned one."""
+    protocol = getattr(channel, "_protocol", None)
+    return protocol if isinstance(protocol, _TunedProtocol) else None
+
+
 def early_tls_close(channel: Channel | None) -> str | None:
     """On a tuned TLS connection lost before the director sent a single byte: the TLS alert
     it was ended with, or '' when it was just closed. None otherwise. Under TLS 1.3 a server
     checks the client's certificate after the client's handshake is done, and gRPC C-core
     (and Python's ssl) then refuse it this way; a gRPC server that accepted the client always
     speaks first. A TLS proxy whose backend is down closes the same way."""
-    protocol = getattr(channel, "_protocol", None)
-    if not isinstance(protocol, _TunedProtocol) or not protocol.tls or not protocol.lost:
+    protocol = _tuned_protocol(channel)
+    if protocol is None or not protocol.tls or not protocol.lost:
         return None
     if protocol.heard:
         return None
@@ -543,12 +549,12 @@ def director_spoke(channel: Channel | None) -> bool:
     """Whether the peer sent anything on the channel's last connection (True when that
     cannot be known: a plain grpclib channel). A frozen process whose kernel still accepts
     connections never does."""
-    protocol = getattr(channel, "_protocol", None)
-    return not isinstance(protocol, _TunedProtocol) or protocol.heard
+    protocol = _tuned_protocol(channel)
+    return protocol is None or protocol.heard
 
 
 def went_silent(channel: Channel | None) -> bool:
     """Whether the channel's connection was closed because the director stopped answering
     keepalive pings (a frozen or vanished peer), not cut by the peer or a proxy."""
-    protocol = getattr(channel, "_protocol", None)
-    return isinstance(protocol, _TunedProtocol) and protocol.unanswered_ping
+    protocol = _tuned_protocol(channel)
+    return protocol is not None and protocol.unanswered_ping

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Final, Protocol, SupportsIndex, TypeAlias, TypedDict, runtime_checkable
 
 from shardclient._errors import ShardDescriptorError, describe_value
-from shardclient._wire import check_outgoing
+from shardclient._wire import check_outgoing, unencodable
 from shardclient.messages import CudaDeviceInfo, NodeInfo, ShardInfo
 
 __all__ = [
@@ -147,12 +147,9 @@ def _description(value: object) -> str:
         raise ShardDescriptorError(
             f"dataset_description: expected a string, got {describe_value(value)}"
         )
-    try:
-        value.encode("utf-8")  # it goes on the wire: no lone surrogates
-    except UnicodeEncodeError as exc:
-        raise ShardDescriptorError(
-            f"dataset_description: not valid Unicode text ({exc.reason})"
-        ) from None
+    problem = unencodable(value)
+    if problem is not None:
+        raise ShardDescriptorError(f"dataset_description: not valid Unicode text ({problem})")
     return value
 
 
@@ -197,10 +194,9 @@ def _cuda_devices(value: object) -> list[CudaDeviceInfo]:
 def _shard_name(value: object) -> str:
     if not isinstance(value, str) or not value:
         raise ShardDescriptorError(f"shard_name: expected a non-empty string, got {describe_value(value)}")
-    try:
-        value.encode("utf-8")  # it goes on the wire: no lone surrogates
-    except UnicodeEncodeError as exc:
-        raise ShardDescriptorError(f"shard_name: not valid Unicode text ({exc.reason})") from None
+    problem = unencodable(value)
+    if problem is not None:
+        raise ShardDescriptorError(f"shard_name: not valid Unicode text ({problem})")
     return value
 
 

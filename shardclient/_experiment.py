@@ -28,6 +28,7 @@ from shardclient._review import NO_TERMINAL, printable, summarize_workspace
 from shardclient._unpack import ArchiveRefusedError, UnpackLimits, unpack_archive
 from shardclient._aio import AsyncShardDirectorClient
 from shardclient._download import DownloadedExperiment, ProgressCallback, safe_stem
+from shardclient._wire import unencodable
 
 __all__ = [
     "Approver",
@@ -107,9 +108,7 @@ def check_experiment_name(name: str) -> str | None:
         return "an experiment name with a path separator"
     if name in (".", ".."):
         return "an experiment name that is a relative path"
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
+    if unencodable(name) is not None:
         return "an experiment name that is not valid Unicode"
     return None
 

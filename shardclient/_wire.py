@@ -22,7 +22,7 @@ from betterproto.lib.google.protobuf import Duration, Timestamp
 
 from shardclient._errors import describe_value
 
-__all__ = ["check_message", "check_outgoing", "read_varint"]
+__all__ = ["check_message", "check_outgoing", "read_varint", "unencodable"]
 
 _VARINT, _FIXED64, _LENGTH, _START, _END, _FIXED32 = 0, 1, 2, 3, 4, 5
 _MAX_DEPTH: Final = 32
@@ -34,6 +34,15 @@ _SCALAR_WIRE: Final = {
     **dict.fromkeys(("double", "fixed64", "sfixed64"), _FIXED64),
     **dict.fromkeys(("float", "fixed32", "sfixed32"), _FIXED32),
 }
+
+
+def unencodable(text: str) -> str | None:
+    """Why ``text`` cannot go on the wire as UTF-8 (a lone surrogate), or None."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return exc.reason
+    return None
 
 
 def read_varint(data: bytes | memoryview, at: int) -> tuple[int, int]:
@@ -170,10 +179,9 @@ def _check_value(value: object, proto_type: str, cls: object, where: str, depth:
     elif proto_type == "string":
         if not isinstance(value, str):
             raise ValueError(f"{where} must be a str, got {describe_value(value)}")
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError as exc:
-            raise ValueError(f"{where} is not valid Unicode text ({exc.reason})") from None
+        problem = unencodable(value)
+        if problem is not None:
+            raise ValueError(f"{where} is not valid Unicode text ({problem})")
     elif proto_type == "bytes":
         if not isinstance(value, (bytes, bytearray, memoryview)):
             raise ValueError(f"{where} must be bytes, got {describe_value(value)}")
