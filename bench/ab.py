@@ -32,7 +32,6 @@ if str(BENCH_DIR.parent) not in sys.path:
 
 import compare  # noqa: E402  # its servers and worker protocol
 
-
 CLIENT_CPUS: set[int] | None = None
 """With --pin: the CPUs the client processes may run on."""
 
@@ -58,9 +57,12 @@ def health(variants: dict[str, Path], target: compare.Target, calls: int, block:
     processes = {
         name: subprocess.Popen(
             worker(name, tree, "health", target.port, "--warmup", "300"),
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=environment(tree),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=environment(tree),
             preexec_fn=_pin_client,
-        )  # fmt: skip
+        )
         for name, tree in variants.items()
     }
     latencies: dict[str, list[int]] = {name: [] for name in variants}

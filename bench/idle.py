@@ -91,7 +91,9 @@ def main() -> int:
         try:
             for name, command in {
                 "shardclient run": [
-                    str(REPO_ROOT / ".venv" / "bin" / "shardclient"), "run", "--download-only",
+                    str(REPO_ROOT / ".venv" / "bin" / "shardclient"),
+                    "run",
+                    "--download-only",
                 ],
                 "fx envoy start": [str(venv.fx), "envoy", "start"],
             }.items():

@@ -22,9 +22,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import grpc  # noqa: E402
-
-import grpcio_stubs  # noqa: E402
+import grpc
+import grpcio_stubs
 
 CHUNK = 2 * 1024 * 1024
 EXPERIMENT_NAME = "bench-experiment"
@@ -45,21 +44,21 @@ class Director:
         # Built once: every download sends the same message objects from memory.
         self._messages = [pb2.ExperimentData(size=len(c), npbytes=c) for c in chunks]
 
-    def UpdateShardInfo(self, request: Any, context: Any) -> Any:  # noqa: N802
+    def UpdateShardInfo(self, request: Any, context: Any) -> Any:
         return self._pb2.UpdateShardInfoResponse(accepted=True)
 
-    def WaitExperiment(self, request: Any, context: Any) -> Any:  # noqa: N802
+    def WaitExperiment(self, request: Any, context: Any) -> Any:
         return self._pb2.WaitExperimentResponse(experiment_name=EXPERIMENT_NAME)
 
-    def GetExperimentData(self, request: Any, context: Any) -> Iterator[Any]:  # noqa: N802
+    def GetExperimentData(self, request: Any, context: Any) -> Iterator[Any]:
         yield from self._messages
 
-    def UpdateEnvoyStatus(self, request: Any, context: Any) -> Any:  # noqa: N802
+    def UpdateEnvoyStatus(self, request: Any, context: Any) -> Any:
         response = self._pb2.UpdateEnvoyStatusResponse()
         response.health_check_period.seconds = HEALTH_CHECK_PERIOD_S
         return response
 
-    def SetExperimentFailed(self, request: Any, context: Any) -> Any:  # noqa: N802
+    def SetExperimentFailed(self, request: Any, context: Any) -> Any:
         return self._pb2.SetExperimentFailedResponse()
 
 

@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import cProfile
 import contextlib
-import shutil
+import cProfile
 import pstats
+import shutil
 import statistics
 import sys
 import tempfile
@@ -42,10 +42,8 @@ import compare  # noqa: E402  # bench/compare.py: its servers (grpcio peer, Open
 
 def _reset_peak_rss() -> int:
     """Reset the kernel's peak-RSS mark (Linux) and return the current RSS in bytes."""
-    try:
+    with contextlib.suppress(OSError):
         Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass
     return _status_kib("VmRSS") * 1024
 
 
@@ -71,7 +69,8 @@ class Result:
 def set_variant(name: str) -> None:
     """Switch shardclient's download path: plain (public grpclib API), prefix (the length
     prefix read before the body, no h2 tuning), tuned (everything)."""
-    from shardclient import _compat, _download as download
+    from shardclient import _compat
+    from shardclient import _download as download
 
     _compat.use_fast_path = name != "plain"
     _compat.use_tuning = name.startswith("tuned")

@@ -129,7 +129,6 @@ class GrpcioClient(Client):
 
     def __init__(self, host: str, port: int, shard: str) -> None:
         import grpc
-
         import grpcio_stubs
 
         self.shard = shard

@@ -27,8 +27,8 @@ from shardclient._errors import (
     TLSHandshakeError,
 )
 from shardclient._gpu import GpuMonitor
-from shardclient.messages import CudaDeviceInfo, ExperimentData, ShardInfo
 from shardclient._retry import RetryPolicy
+from shardclient.messages import CudaDeviceInfo, ExperimentData, ShardInfo
 
 __all__ = [
     "AsyncShardDirectorClient",

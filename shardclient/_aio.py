@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mappin
 from contextlib import AsyncExitStack
 from pathlib import Path
 from types import TracebackType
-from typing import Any, SupportsIndex, TypeVar, Union
+from typing import Any, SupportsIndex, TypeVar
 
 import anyio
 from grpclib.client import Channel
@@ -31,9 +31,9 @@ from shardclient._compat import (
     early_tls_close,
     framing_error,
     goaway_received,
-    went_silent,
     open_channel,
     unparseable_reply,
+    went_silent,
 )
 from shardclient._descriptor import ShardDescriptor, shard_info_from_descriptor
 from shardclient._download import (
@@ -83,7 +83,7 @@ logger = logging.getLogger("shardclient")
 T = TypeVar("T")
 M = TypeVar("M")
 
-CudaDevicesInfo = Iterable[Union[CudaDeviceInfo, Mapping[str, object]]]
+CudaDevicesInfo = Iterable[CudaDeviceInfo | Mapping[str, object]]
 """Health-check GPU readings: CudaDeviceInfo messages, or OpenFL's dicts of the same fields."""
 
 _CONNECTION_WINDOW = 2**31 - 1
@@ -110,9 +110,7 @@ def cuda_device_messages(items: CudaDevicesInfo | None) -> list[CudaDeviceInfo]:
     try:
         readings = list(itertools.islice(items, _MAX_CUDA_DEVICES + 1))
     except Exception as exc:  # noqa: BLE001 - whatever a hostile iterable raises names the argument
-        raise ValueError(
-            f"cuda_devices_info: iterating it raised {describe_value(exc)}"
-        ) from None
+        raise ValueError(f"cuda_devices_info: iterating it raised {describe_value(exc)}") from None
     if len(readings) > _MAX_CUDA_DEVICES:
         raise ValueError(f"cuda_devices_info: more than {_MAX_CUDA_DEVICES} devices")
     messages: list[CudaDeviceInfo] = []
@@ -432,7 +430,9 @@ class AsyncShardDirectorClient:
             except _LongPollDropped as dropped:
                 logger.info(
                     "%s: the long poll was cut after %.0f s (%s); polling again",
-                    what, dropped.waited, dropped.cause,
+                    what,
+                    dropped.waited,
+                    dropped.cause,
                 )
         if not response.experiment_name:
             raise ShardClientError(

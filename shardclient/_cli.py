@@ -27,8 +27,6 @@ import anyio.to_thread
 import click
 from click.core import ParameterSource
 
-from shardclient._handled import HandledExperiments
-from shardclient._review import ask_on_terminal, printable
 from shardclient._aio import AsyncShardDirectorClient
 from shardclient._config import load_envoy_config
 from shardclient._download import ProgressCallback
@@ -46,7 +44,9 @@ from shardclient._errors import (
     TLSHandshakeError,
 )
 from shardclient._gpu import GpuMonitor
+from shardclient._handled import HandledExperiments
 from shardclient._retry import RetryPolicy
+from shardclient._review import ask_on_terminal, printable
 
 if TYPE_CHECKING:  # rich is imported only when a terminal shows a progress bar
     from rich.progress import Progress
@@ -112,26 +112,71 @@ def _env(name: str) -> str:
 def _connection_options(func: Callable[P, T]) -> Callable[P, T]:
     """The flags every command talking to a director takes (as in ``fx envoy start``)."""
     options = [
-        click.option("-n", "--shard-name", required=True, envvar=_env("SHARD_NAME"),
-                     help="This envoy's shard (collaborator) name."),
-        click.option("-dh", "--director-host", required=True, envvar=_env("DIRECTOR_HOST"),
-                     help="The director's host name or address."),
-        click.option("-dp", "--director-port", required=True, type=click.IntRange(1, 65535),
-                     envvar=_env("DIRECTOR_PORT"), help="The director's port."),
-        click.option("--disable-tls", is_flag=True, envvar=_env("DISABLE_TLS"),
-                     help="Plain-text connection (the director must run with --disable-tls)."),
-        click.option("-rc", "--root-cert-path", type=click.Path(path_type=Path),
-                     envvar=_env("ROOT_CERT_PATH"), help="CA certificate the director's is signed by."),
-        click.option("-pk", "--private-key-path", type=click.Path(path_type=Path),
-                     envvar=_env("PRIVATE_KEY_PATH"), help="This envoy's private key."),
-        click.option("-oc", "--public-cert-path", type=click.Path(path_type=Path),
-                     envvar=_env("PUBLIC_CERT_PATH"), help="This envoy's certificate."),
-        click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=30.0,
-                     envvar=_env("TIMEOUT"), show_default=True,
-                     help="Seconds for each call to the director."),
-        click.option("--retry-attempts", type=click.IntRange(min=1), default=6,
-                     show_default=True, envvar=_env("RETRY_ATTEMPTS"),
-                     help="Attempts per call while the director is unreachable (1: no retry)."),
+        click.option(
+            "-n",
+            "--shard-name",
+            required=True,
+            envvar=_env("SHARD_NAME"),
+            help="This envoy's shard (collaborator) name.",
+        ),
+        click.option(
+            "-dh",
+            "--director-host",
+            required=True,
+            envvar=_env("DIRECTOR_HOST"),
+            help="The director's host name or address.",
+        ),
+        click.option(
+            "-dp",
+            "--director-port",
+            required=True,
+            type=click.IntRange(1, 65535),
+            envvar=_env("DIRECTOR_PORT"),
+            help="The director's port.",
+        ),
+        click.option(
+            "--disable-tls",
+            is_flag=True,
+            envvar=_env("DISABLE_TLS"),
+            help="Plain-text connection (the director must run with --disable-tls).",
+        ),
+        click.option(
+            "-rc",
+            "--root-cert-path",
+            type=click.Path(path_type=Path),
+            envvar=_env("ROOT_CERT_PATH"),
+            help="CA certificate the director's is signed by.",
+        ),
+        click.option(
+            "-pk",
+            "--private-key-path",
+            type=click.Path(path_type=Path),
+            envvar=_env("PRIVATE_KEY_PATH"),
+            help="This envoy's private key.",
+        ),
+        click.option(
+            "-oc",
+            "--public-cert-path",
+            type=click.Path(path_type=Path),
+            envvar=_env("PUBLIC_CERT_PATH"),
+            help="This envoy's certificate.",
+        ),
+        click.option(
+            "--timeout",
+            type=click.FloatRange(min=0, min_open=True),
+            default=30.0,
+            envvar=_env("TIMEOUT"),
+            show_default=True,
+            help="Seconds for each call to the director.",
+        ),
+        click.option(
+            "--retry-attempts",
+            type=click.IntRange(min=1),
+            default=6,
+            show_default=True,
+            envvar=_env("RETRY_ATTEMPTS"),
+            help="Attempts per call while the director is unreachable (1: no retry).",
+        ),
     ]
     for option in reversed(options):
         func = option(func)
@@ -140,8 +185,12 @@ def _connection_options(func: Callable[P, T]) -> Callable[P, T]:
 
 def _config_option(func: Callable[P, T]) -> Callable[P, T]:
     return click.option(
-        "-ec", "--envoy-config-path", type=click.Path(path_type=Path),
-        default=Path("envoy_config.yaml"), show_default=True, envvar=_env("ENVOY_CONFIG_PATH"),
+        "-ec",
+        "--envoy-config-path",
+        type=click.Path(path_type=Path),
+        default=Path("envoy_config.yaml"),
+        show_default=True,
+        envvar=_env("ENVOY_CONFIG_PATH"),
         help="OpenFL envoy config (YAML): shard descriptor and CUDA devices.",
     )(func)
 
@@ -184,7 +233,7 @@ def _client(
         message = str(exc)
         for keyword, flag in _FLAG_OF.items():
             if message.startswith(keyword + " "):
-                message = f"{flag}{message[len(keyword):]}"
+                message = f"{flag}{message[len(keyword) :]}"
         raise click.UsageError(message) from None
 
 
@@ -249,8 +298,12 @@ class _Terminal:
 
             # transient: the result line (or the envoy's log line) states the final size once
             self._bar = Progress(
-                TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
-                TransferSpeedColumn(), TimeElapsedColumn(), transient=True,
+                TextColumn("{task.description}"),
+                BarColumn(),
+                DownloadColumn(),
+                TransferSpeedColumn(),
+                TimeElapsedColumn(),
+                transient=True,
             )
             self._bar.start()
         return self
@@ -297,11 +350,19 @@ class _Terminal:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
-              envvar=_env("LOG_LEVEL"),
-              help="Default: info for run, warning for the other commands.")
-@click.option("--log-format", type=click.Choice(["text", "json"]), default="text",
-              show_default=True, envvar=_env("LOG_FORMAT"))
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    envvar=_env("LOG_LEVEL"),
+    help="Default: info for run, warning for the other commands.",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    envvar=_env("LOG_FORMAT"),
+)
 @click.version_option(package_name="shardclient")
 @click.pass_context
 def cli(context: click.Context, log_level: str | None, log_format: str) -> None:
@@ -313,34 +374,67 @@ def cli(context: click.Context, log_level: str | None, log_format: str) -> None:
 @cli.command()
 @_connection_options
 @_config_option
-@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=Path("."),
-              show_default=True, envvar=_env("WORKDIR"),
-              help="Where experiments are unpacked and run, and the envoy keeps its state.")
-@click.option("--exec", "command", envvar=_env("EXEC"),
-              help="Run this command for each experiment instead of OpenFL's collaborator "
-                   "(split as a shell would, run without one); it gets SHARDCLIENT_ARCHIVE "
-                   "and SHARDCLIENT_EXPERIMENT in its environment.")
-@click.option("--download-only", is_flag=True, envvar=_env("DOWNLOAD_ONLY"),
-              help="Only download each experiment's archive into --workdir.")
-@click.option("--keep-environment", is_flag=True,
-              help="Keep each experiment's Python environment (install_requirements) after it.")
-@click.option("--keep-workspace", is_flag=True,
-              help="Keep each experiment's unpacked workspace after it.")
-@click.option("--rerun", "rerun", multiple=True, metavar="NAME",
-              help="Run experiment NAME again although this envoy already handled it.")
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("."),
+    show_default=True,
+    envvar=_env("WORKDIR"),
+    help="Where experiments are unpacked and run, and the envoy keeps its state.",
+)
+@click.option(
+    "--exec",
+    "command",
+    envvar=_env("EXEC"),
+    help="Run this command for each experiment instead of OpenFL's collaborator "
+    "(split as a shell would, run without one); it gets SHARDCLIENT_ARCHIVE "
+    "and SHARDCLIENT_EXPERIMENT in its environment.",
+)
+@click.option(
+    "--download-only",
+    is_flag=True,
+    envvar=_env("DOWNLOAD_ONLY"),
+    help="Only download each experiment's archive into --workdir.",
+)
+@click.option(
+    "--keep-environment",
+    is_flag=True,
+    help="Keep each experiment's Python environment (install_requirements) after it.",
+)
+@click.option(
+    "--keep-workspace", is_flag=True, help="Keep each experiment's unpacked workspace after it."
+)
+@click.option(
+    "--rerun",
+    "rerun",
+    multiple=True,
+    metavar="NAME",
+    help="Run experiment NAME again although this envoy already handled it.",
+)
 @click.option("--once", is_flag=True, help="Stop after one experiment.")
-def run(envoy_config_path: Path, workdir: Path, command: str | None, download_only: bool,
-        keep_environment: bool, keep_workspace: bool, rerun: tuple[str, ...], once: bool,
-        **options: Any) -> None:
+def run(
+    envoy_config_path: Path,
+    workdir: Path,
+    command: str | None,
+    download_only: bool,
+    keep_environment: bool,
+    keep_workspace: bool,
+    rerun: tuple[str, ...],
+    once: bool,
+    **options: Any,
+) -> None:
     """Run the envoy: train each experiment the director sends."""
     if command is not None and download_only:
         raise click.UsageError("--exec and --download-only exclude each other")
     argv = _split_command(command) if command is not None else []
     mode = Mode.COMMAND if argv else Mode.DOWNLOAD_ONLY if download_only else Mode.COLLABORATOR
     if mode is Mode.COLLABORATOR and importlib.util.find_spec("openfl") is None:
-        raise _Exit(EXIT_USAGE, "OpenFL is not installed, so there is no collaborator to run: "
-                                "pip install 'shardclient[openfl]' (or give --exec COMMAND "
-                                "or --download-only)")
+        raise _Exit(
+            EXIT_USAGE,
+            "OpenFL is not installed, so there is no collaborator to run: "
+            "pip install 'shardclient[openfl]' (or give --exec COMMAND "
+            "or --download-only)",
+        )
     config = load_envoy_config(envoy_config_path)
     workdir.mkdir(parents=True, exist_ok=True)
     handled = HandledExperiments(workdir)
@@ -349,10 +443,16 @@ def run(envoy_config_path: Path, workdir: Path, command: str | None, download_on
             logger.info("Experiment %s will run again if the director offers it (--rerun)", name)
     client = _client(**options)
     settings = ExperimentSettings(
-        mode=mode, workdir=workdir.absolute(), shard_name=options["shard_name"], command=argv,
-        envoy_config=config.path, cuda_devices=config.cuda_devices,
-        review=config.review_experiment, install_requirements=config.install_requirements,
-        keep_environment=keep_environment, keep_workspace=keep_workspace,
+        mode=mode,
+        workdir=workdir.absolute(),
+        shard_name=options["shard_name"],
+        command=argv,
+        envoy_config=config.path,
+        cuda_devices=config.cuda_devices,
+        review=config.review_experiment,
+        install_requirements=config.install_requirements,
+        keep_environment=keep_environment,
+        keep_workspace=keep_workspace,
         root_certificate=None if options["disable_tls"] else options["root_cert_path"],
         private_key=None if options["disable_tls"] else options["private_key_path"],
         certificate=None if options["disable_tls"] else options["public_cert_path"],
@@ -361,10 +461,17 @@ def run(envoy_config_path: Path, workdir: Path, command: str | None, download_on
     async def main() -> list[ExperimentResult]:
         with GpuMonitor() as monitor, _Terminal() as terminal:
             async with client:
-                envoy = Envoy(client, descriptor=config.descriptor,
-                              cuda_devices=config.cuda_devices, workdir=workdir,
-                              settings=settings, handled=handled, monitor=monitor,
-                              approve=terminal.approve, progress=terminal.progress)
+                envoy = Envoy(
+                    client,
+                    descriptor=config.descriptor,
+                    cuda_devices=config.cuda_devices,
+                    workdir=workdir,
+                    settings=settings,
+                    handled=handled,
+                    monitor=monitor,
+                    approve=terminal.approve,
+                    progress=terminal.progress,
+                )
                 return await envoy.serve(once=once)
 
     results = _run_async(main)
@@ -392,13 +499,20 @@ def register(envoy_config_path: Path, as_json: bool, **options: Any) -> None:
 
     async def main() -> None:
         async with client:
-            envoy = Envoy(client, descriptor=config.descriptor, cuda_devices=config.cuda_devices,
-                          workdir=Path("."))
+            envoy = Envoy(
+                client,
+                descriptor=config.descriptor,
+                cuda_devices=config.cuda_devices,
+                workdir=Path("."),
+            )
             await envoy.register()
 
     _run_async(main)
-    _emit(as_json, {"accepted": True, "shard_name": options["shard_name"]},
-          f"shard {options['shard_name']} accepted")
+    _emit(
+        as_json,
+        {"accepted": True, "shard_name": options["shard_name"]},
+        f"shard {options['shard_name']} accepted",
+    )
 
 
 @cli.command()
@@ -406,8 +520,9 @@ def register(envoy_config_path: Path, as_json: bool, **options: Any) -> None:
 @_config_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
-def health(context: click.Context, /, envoy_config_path: Path, as_json: bool,
-           **options: Any) -> None:
+def health(
+    context: click.Context, /, envoy_config_path: Path, as_json: bool, **options: Any
+) -> None:
     """Send one health check; print the director's period."""
     # A health check needs no shard descriptor: the config, when there is one, names the
     # CUDA devices to read (and lets a lost registration be renewed).
@@ -423,9 +538,13 @@ def health(context: click.Context, /, envoy_config_path: Path, as_json: bool,
                     envoy_name=client.shard_name, is_experiment_running=False
                 )
             with GpuMonitor() as monitor:
-                envoy = Envoy(client, descriptor=config.descriptor,
-                              cuda_devices=config.cuda_devices, workdir=Path("."),
-                              monitor=monitor)
+                envoy = Envoy(
+                    client,
+                    descriptor=config.descriptor,
+                    cuda_devices=config.cuda_devices,
+                    workdir=Path("."),
+                    monitor=monitor,
+                )
                 return int(await envoy.health_check())
 
     period = _run_async(main)
@@ -450,8 +569,13 @@ def wait(as_json: bool, **options: Any) -> None:
 @cli.command()
 @_connection_options
 @click.argument("experiment_name")
-@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=Path("."),
-              show_default=True, envvar=_env("WORKDIR"))
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("."),
+    show_default=True,
+    envvar=_env("WORKDIR"),
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def download(experiment_name: str, workdir: Path, as_json: bool, **options: Any) -> None:
     """Download an experiment's archive into --workdir."""
@@ -467,8 +591,11 @@ def download(experiment_name: str, workdir: Path, as_json: bool, **options: Any)
         return str(result.path), result.size, result.sha256
 
     path, size, sha256 = _run_async(main)
-    _emit(as_json, {"path": path, "size": size, "sha256": sha256},
-          f"{path} ({size} bytes, sha256 {sha256})")
+    _emit(
+        as_json,
+        {"path": path, "size": size, "sha256": sha256},
+        f"{path} ({size} bytes, sha256 {sha256})",
+    )
 
 
 @cli.command()
@@ -478,8 +605,11 @@ def gpus(as_json: bool) -> None:
     with GpuMonitor() as monitor:
         if not monitor.available:
             message = f"no GPU readings: NVML is unavailable ({monitor.unavailable_reason})"
-            _emit(as_json, {"available": False, "reason": monitor.unavailable_reason,
-                            "devices": []}, message)
+            _emit(
+                as_json,
+                {"available": False, "reason": monitor.unavailable_reason, "devices": []},
+                message,
+            )
             return
         devices = monitor.devices()
     if as_json:
@@ -490,9 +620,14 @@ def gpus(as_json: bool) -> None:
 
     table = Table("index", "name", "memory used / total (MiB)", "utilization", "driver", "CUDA")
     for d in devices:
-        table.add_row(str(d.index), d.name,
-                      f"{d.memory_utilized // 2**20} / {d.memory_total // 2**20}",
-                      d.device_utilization, d.cuda_driver_version, d.cuda_version)
+        table.add_row(
+            str(d.index),
+            d.name,
+            f"{d.memory_utilized // 2**20} / {d.memory_total // 2**20}",
+            d.device_utilization,
+            d.cuda_driver_version,
+            d.cuda_version,
+        )
     Console().print(table)
 
 
@@ -519,9 +654,18 @@ def _unwrap(exc: BaseException) -> BaseException:
 def _exit_code(exc: BaseException) -> int:
     if isinstance(exc, ShardRefusedError):
         return EXIT_REFUSED
-    if isinstance(exc, (EnvoyConfigError, EnvoyStateError, TLSConfigurationError,
-                        ShardDescriptorError,
-                        FileNotFoundError, NotADirectoryError, PermissionError)):
+    if isinstance(
+        exc,
+        (
+            EnvoyConfigError,
+            EnvoyStateError,
+            TLSConfigurationError,
+            ShardDescriptorError,
+            FileNotFoundError,
+            NotADirectoryError,
+            PermissionError,
+        ),
+    ):
         return EXIT_CONFIG
     if isinstance(exc, (DirectorUnavailableError, TLSHandshakeError)):
         return EXIT_UNREACHABLE
@@ -547,7 +691,7 @@ def main(argv: list[str] | None = None) -> int:
         return done.code
     except KeyboardInterrupt:
         return 130
-    except BaseException as raised:  # noqa: BLE001 - every error ends in one line
+    except BaseException as raised:
         error = _unwrap(raised)
         if isinstance(error, _Exit):
             return error.code

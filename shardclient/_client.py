@@ -17,13 +17,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterat
 from types import TracebackType
 from typing import Generic, SupportsIndex, TypeVar
 
-
 from shardclient._aio import AsyncShardDirectorClient, CudaDevicesInfo
 from shardclient._descriptor import ShardDescriptor
 from shardclient._download import DownloadedExperiment, ProgressCallback
 from shardclient._errors import ClientClosedError, ShardClientError, ShardNotFoundError
 from shardclient._loop import LoopStoppedError, LoopThread
-from shardclient.messages import CudaDeviceInfo, DirectorStub, ExperimentData
 from shardclient._options import (
     DEFAULT_KEEPALIVE_TIME,
     DEFAULT_KEEPALIVE_TIMEOUT,
@@ -32,6 +30,7 @@ from shardclient._options import (
 )
 from shardclient._retry import RetryPolicy
 from shardclient._tls import PathLike
+from shardclient.messages import CudaDeviceInfo, DirectorStub, ExperimentData
 
 __all__ = ["ShardDirectorClient"]
 
@@ -42,6 +41,7 @@ T = TypeVar("T")
 _OUTAGE_RETRY_DELAY = 10  # seconds between health checks in an outage, before any period
 _READ_AHEAD = 2  # chunks a sync chunk iterator holds ready (4 MiB: one HTTP/2 stream window)
 _END = object()
+
 
 class ShardDirectorClient:
     """Drop-in for ``openfl.transport.grpc.director_client.ShardDirectorClient``.
@@ -215,7 +215,9 @@ class ShardDirectorClient:
             if not self._health_failing:
                 logger.warning(
                     "Health check failed: %s; trying again every %s s until the director "
-                    "answers (logged once per outage)", exc, delay,
+                    "answers (logged once per outage)",
+                    exc,
+                    delay,
                 )
             self._health_failing = True
             return delay
@@ -251,9 +253,7 @@ class _ReadAhead(Generic[T]):
     at most ``depth`` of them unread (HTTP/2 flow control holds the rest at the director)."""
 
     def __init__(self, depth: int) -> None:
-        self._items: queue.SimpleQueue[tuple[T | None, BaseException | None]] = (
-            queue.SimpleQueue()
-        )
+        self._items: queue.SimpleQueue[tuple[T | None, BaseException | None]] = queue.SimpleQueue()
         self._depth = depth
         self._room: asyncio.Semaphore | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -269,7 +269,7 @@ class _ReadAhead(Generic[T]):
         except asyncio.CancelledError:
             self._items.put((None, LoopStoppedError("the chunk stream was cancelled")))
             raise
-        except BaseException as exc:
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
             self._items.put((None, exc))
             return
         self._items.put((None, None))
@@ -286,9 +286,7 @@ class _ReadAhead(Generic[T]):
         return chunk
 
 
-def _shut_down(
-    loop: LoopThread, aio: AsyncShardDirectorClient, *, at_exit: bool = False
-) -> None:
+def _shut_down(loop: LoopThread, aio: AsyncShardDirectorClient, *, at_exit: bool = False) -> None:
     """Close ``aio``'s connection on ``loop``, then stop the loop (also the finalizer). At
     interpreter exit, the threads still waiting on a call are left blocked (see
     LoopThread.abandon_waiters)."""

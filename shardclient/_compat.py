@@ -27,18 +27,18 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import ssl as _ssl
 import time
 from asyncio import BaseTransport
-import ssl as _ssl
 from typing import Final, Literal, overload
 
+import h2.exceptions
 from grpclib import protocol
 from grpclib.client import Channel, Handler, Stream
 from grpclib.config import Configuration
 from grpclib.encoding.base import CodecBase
 from grpclib.exceptions import ProtocolError
 from grpclib.protocol import H2Protocol
-import h2.exceptions
 from h2.connection import H2Connection
 from h2.frame_buffer import FrameBuffer
 from h2.settings import SettingCodes
@@ -75,9 +75,7 @@ _warned: set[str] = set()
 def _fall_back(path: str, problem: str) -> None:
     if path not in _warned:
         _warned.add(path)
-        logger.warning(
-            "%s is off (%s): downloads use plain grpclib and are slower", path, problem
-        )
+        logger.warning("%s is off (%s): downloads use plain grpclib and are slower", path, problem)
 
 
 # --- guards ----------------------------------------------------------------------------
@@ -106,7 +104,7 @@ def _check_tuning() -> str | None:
     return f"no {problem}" if problem else None
 
 
-_tuning_problem: str | None | Literal[False] = False  # False: not checked yet
+_tuning_problem: str | Literal[False] | None = False  # False: not checked yet
 
 
 def channel_tuning_problem() -> str | None:
@@ -139,10 +137,10 @@ def _check_stream(stream: DataStream) -> str | None:
     return None if hasattr(protocol, "AckedData") else "no grpclib.protocol.AckedData"
 
 
-_stream_problem: str | None | Literal[False] = False
+_stream_problem: str | Literal[False] | None = False
 
 
-def stream_problem(stream: DataStream | None = None) -> str | None | Literal[False]:
+def stream_problem(stream: DataStream | None = None) -> str | Literal[False] | None:
     """Why the fast stream reader cannot run here (None: it can; False: not known until a
     stream was seen). Checked once, on the first stream."""
     global _stream_problem
@@ -298,6 +296,7 @@ def open_channel(
 
 # --- the stream reader -------------------------------------------------------------------
 
+
 def can_read_fast(stream: DataStream) -> bool:
     """Whether ``stream`` can be read by recv_fast (warns once when it cannot)."""
     if not use_fast_path:
@@ -415,25 +414,20 @@ class _BodyReader:
 @overload
 async def _decode(
     raw: RawStream, length: int, *, raw_npbytes: Literal[False]
-) -> ExperimentData:
-    ...
+) -> ExperimentData: ...
 
 
 @overload
-async def _decode(raw: RawStream, length: int, *, raw_npbytes: Literal[True]) -> RawChunk:
-    ...
+async def _decode(raw: RawStream, length: int, *, raw_npbytes: Literal[True]) -> RawChunk: ...
 
 
 @overload
 async def _decode(
     raw: RawStream, length: int, *, raw_npbytes: bool
-) -> ExperimentData | RawChunk:
-    ...
+) -> ExperimentData | RawChunk: ...
 
 
-async def _decode(  # noqa: F811 - the implementation of the overloads above
-    raw: RawStream, length: int, *, raw_npbytes: bool
-) -> ExperimentData | RawChunk:
+async def _decode(raw: RawStream, length: int, *, raw_npbytes: bool) -> ExperimentData | RawChunk:
     """Decode one ``length``-byte ExperimentData body from the stream as it is read.
 
     The canonical encodings (each field at most once, in either order, nothing else) are

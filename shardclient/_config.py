@@ -109,7 +109,9 @@ class _Checker:
         if value is None:
             return default
         if not isinstance(value, bool):
-            raise self.error(f"{prefix}.{key}", f"expected true or false, got {describe_value(value)}")
+            raise self.error(
+                f"{prefix}.{key}", f"expected true or false, got {describe_value(value)}"
+            )
         return value
 
     def cuda_devices(self, section: Mapping[str, object]) -> tuple[int, ...]:
@@ -122,7 +124,8 @@ class _Checker:
         for i, item in enumerate(value):
             if isinstance(item, bool) or not isinstance(item, int) or item < 0:
                 raise self.error(
-                    f"{key}[{i}]", f"expected a CUDA index (an integer >= 0), got {describe_value(item)}"
+                    f"{key}[{i}]",
+                    f"expected a CUDA index (an integer >= 0), got {describe_value(item)}",
                 )
         return tuple(value)
 

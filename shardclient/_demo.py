@@ -41,23 +41,31 @@ def run_demo(say: Callable[[str], None]) -> None:
     """Run the cycle, describing each step through ``say``; raises on any failure."""
     started = time.perf_counter()
     descriptor = StaticShardDescriptor(
-        sample_shape=[28, 28], target_shape=[1],
+        sample_shape=[28, 28],
+        target_shape=[1],
         dataset_description="demo shard: 28x28 images, one label each",
     )
-    with GpuMonitor() as monitor, LocalDirector(
-        sample_shape=["28", "28"], target_shape=["1"], health_check_period=5
-    ) as director:
+    with (
+        GpuMonitor() as monitor,
+        LocalDirector(
+            sample_shape=["28", "28"], target_shape=["1"], health_check_period=5
+        ) as director,
+    ):
         say(f"local director listening on {director.host}:{director.port} (in-process, demo only)")
         cuda = [device.index for device in monitor.devices()] if monitor.available else []
         with ShardDirectorClient(
-            director_host=director.host, director_port=director.port,
-            shard_name=SHARD, tls=False,
+            director_host=director.host,
+            director_port=director.port,
+            shard_name=SHARD,
+            tls=False,
         ) as client:
             accepted = client.report_shard_info(descriptor, cuda)
             if not accepted:
                 raise ShardClientError("the local director refused the demo shard")
-            say(f"1. registered shard {SHARD!r}: sample_shape [28, 28] -> target_shape [1], "
-                f"{len(cuda)} CUDA device(s)")
+            say(
+                f"1. registered shard {SHARD!r}: sample_shape [28, 28] -> target_shape [1], "
+                f"{len(cuda)} CUDA device(s)"
+            )
 
             readings = monitor.devices(cuda) if cuda else []
             period = client.send_health_check(
@@ -67,9 +75,11 @@ def run_demo(say: Callable[[str], None]) -> None:
             if not monitor.available:
                 say(f"   no GPU readings: NVML is unavailable ({monitor.unavailable_reason})")
             for gpu in readings:
-                say(f"   GPU {gpu.index}: {gpu.name}, {gpu.memory_utilized // 2**20} / "
+                say(
+                    f"   GPU {gpu.index}: {gpu.name}, {gpu.memory_utilized // 2**20} / "
                     f"{gpu.memory_total // 2**20} MiB used, {gpu.device_utilization} busy, "
-                    f"driver {gpu.cuda_driver_version}, CUDA {gpu.cuda_version}")
+                    f"driver {gpu.cuda_driver_version}, CUDA {gpu.cuda_version}"
+                )
 
             archive = sample_archive()
             expected = hashlib.sha256(archive).hexdigest()
@@ -89,14 +99,20 @@ def run_demo(say: Callable[[str], None]) -> None:
                     raise ShardClientError("the downloaded archive does not match what was sent")
                 with zipfile.ZipFile(result.path) as downloaded:
                     members = downloaded.namelist()
-            say(f"4. downloaded {result.size} bytes in {len(chunks)} chunk(s) of at most "
+            say(
+                f"4. downloaded {result.size} bytes in {len(chunks)} chunk(s) of at most "
                 f"{CHUNK_SIZE // 2**20} MiB; sha256 {result.sha256[:16]}... verified; "
-                f"zip holds {', '.join(members)}")
+                f"zip holds {', '.join(members)}"
+            )
 
             client.set_experiment_failed(name, error_code=3, error_description="demo failure")
             (failure,) = director.failures
-            say(f"5. failure reported and recorded by the director: experiment "
+            say(
+                f"5. failure reported and recorded by the director: experiment "
                 f"{failure.experiment_name!r}, code {failure.error_code}, "
-                f"{failure.error_description!r}")
-    say(f"done in {time.perf_counter() - started:.2f} s: register, health check, wait, "
-        "download, failure report all worked")
+                f"{failure.error_description!r}"
+            )
+    say(
+        f"done in {time.perf_counter() - started:.2f} s: register, health check, wait, "
+        "download, failure report all worked"
+    )

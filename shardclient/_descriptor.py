@@ -123,7 +123,9 @@ def _items(value: object, where: str, what: str, limit: int) -> list[object]:
     """The elements of a sequence-like value, at most ``limit`` of them; a bare
     str/bytes/int/mapping/set is refused, and so is one whose iteration fails (a 0-d array)."""
     if value is None or isinstance(value, _NOT_A_SEQUENCE) or not isinstance(value, Iterable):
-        raise ShardDescriptorError(f"{where}: expected a sequence of {what}, got {describe_value(value)}")
+        raise ShardDescriptorError(
+            f"{where}: expected a sequence of {what}, got {describe_value(value)}"
+        )
     try:
         items = list(itertools.islice(value, limit + 1))
     except Exception as exc:  # noqa: BLE001 - whatever its __iter__ raises names the field
@@ -193,7 +195,9 @@ def _cuda_devices(value: object) -> list[CudaDeviceInfo]:
 
 def _shard_name(value: object) -> str:
     if not isinstance(value, str) or not value:
-        raise ShardDescriptorError(f"shard_name: expected a non-empty string, got {describe_value(value)}")
+        raise ShardDescriptorError(
+            f"shard_name: expected a non-empty string, got {describe_value(value)}"
+        )
     problem = unencodable(value)
     if problem is not None:
         raise ShardDescriptorError(f"shard_name: not valid Unicode text ({problem})")

@@ -8,6 +8,7 @@ renamed only after the stream ended cleanly, and removed on any error or cancell
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import re
@@ -19,14 +20,17 @@ from io import FileIO
 from pathlib import Path
 
 import anyio
-
 from grpclib.exceptions import ProtocolError
 
 from shardclient._errors import CorruptExperimentDataError
 from shardclient.messages import ExperimentData
 
 __all__ = [
-    "DownloadedExperiment", "ProgressCallback", "RawChunk", "archive_filename", "safe_stem",
+    "DownloadedExperiment",
+    "ProgressCallback",
+    "RawChunk",
+    "archive_filename",
+    "safe_stem",
     "save_archive",
 ]
 
@@ -190,10 +194,8 @@ async def save_archive(
                         await closer()
         os.replace(temporary, destination)
     except BaseException:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
-        except FileNotFoundError:
-            pass
         raise
     # after the rename the archive is complete: nothing may cancel its success now
     fsync_directory(directory)

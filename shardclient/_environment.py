@@ -54,7 +54,10 @@ async def create_environment(
     packages. Returns venv's result (exit code 0 on success)."""
     result = await run_in_group(
         [sys.executable, "-m", "venv", str(environment)],
-        cwd=environment.parent, env=env, log_path=log_path, label=label,
+        cwd=environment.parent,
+        env=env,
+        log_path=log_path,
+        label=label,
     )
     if result.exit_code == 0:
         lines = [f"import site; site.addsitedir({d!r})" for d in envoy_site_dirs()]

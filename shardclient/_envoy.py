@@ -17,15 +17,6 @@ from pathlib import Path
 import anyio
 import anyio.to_thread
 
-from shardclient._experiment import (
-    Approver,
-    ExperimentResult,
-    ExperimentSettings,
-    Mode,
-    run_experiment,
-)
-from shardclient._handled import HandledExperiment, HandledExperiments, Outcome
-from shardclient._review import printable
 from shardclient._aio import AsyncShardDirectorClient
 from shardclient._descriptor import ShardDescriptor, StaticShardDescriptor
 from shardclient._download import ProgressCallback
@@ -39,7 +30,16 @@ from shardclient._errors import (
     ShardNotFoundError,
     ShardRefusedError,
 )
+from shardclient._experiment import (
+    Approver,
+    ExperimentResult,
+    ExperimentSettings,
+    Mode,
+    run_experiment,
+)
 from shardclient._gpu import GpuMonitor
+from shardclient._handled import HandledExperiment, HandledExperiments, Outcome
+from shardclient._review import printable
 from shardclient.messages import CudaDeviceInfo
 
 __all__ = ["Envoy", "ExperimentResult", "ExperimentSettings", "Mode"]
@@ -183,7 +183,6 @@ class Envoy:
                 self._health_log.problem(type(exc).__name__, str(exc))
             await self._sleep(period)
 
-
     # -- experiments -------------------------------------------------------------------------
 
     async def handle_experiment(self, name: str) -> ExperimentResult:
@@ -261,7 +260,10 @@ class Envoy:
             "The director still offers experiment %s, which %s; not running it again. "
             "Waiting for another: a director restart, or removing %s's data from the frontend, "
             "frees this envoy (run again on purpose with --rerun %s).",
-            name, what, name, name,
+            name,
+            what,
+            name,
+            name,
         )
 
     async def _wait_politely(self, delay: float) -> None:
@@ -307,16 +309,19 @@ class Envoy:
                 logger.info("Experiment %s received", printable(name))
                 try:
                     results.append(await self.handle_experiment(name))
-                except (DirectorUnavailableError, DirectorRPCError,
-                        CorruptExperimentDataError) as exc:
+                except (
+                    DirectorUnavailableError,
+                    DirectorRPCError,
+                    CorruptExperimentDataError,
+                ) as exc:
                     if once or isinstance(exc, DirectorProtocolError):
                         raise
-                    logger.error("Experiment %s: download failed: %s; waiting again",
-                                 printable(name), exc)
+                    logger.error(
+                        "Experiment %s: download failed: %s; waiting again", printable(name), exc
+                    )
                     await self._sleep(self.period)
                     continue
                 if once:
                     break
             group.cancel_scope.cancel()
         return results
-

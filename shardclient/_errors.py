@@ -52,7 +52,6 @@ def describe_value(value: object) -> str:
     return f"{text} ({type(value).__name__})"
 
 
-
 class ShardClientError(Exception):
     """Base class of every error shardclient raises on purpose."""
 

@@ -22,12 +22,12 @@ import anyio
 import anyio.to_thread
 
 from shardclient import _environment
+from shardclient._aio import AsyncShardDirectorClient
+from shardclient._download import DownloadedExperiment, ProgressCallback, safe_stem
 from shardclient._handled import Outcome
 from shardclient._process import ProcessResult, run_in_group
 from shardclient._review import NO_TERMINAL, printable, summarize_workspace
 from shardclient._unpack import ArchiveRefusedError, UnpackLimits, unpack_archive
-from shardclient._aio import AsyncShardDirectorClient
-from shardclient._download import DownloadedExperiment, ProgressCallback, safe_stem
 from shardclient._wire import unencodable
 
 __all__ = [
@@ -161,7 +161,10 @@ async def run_experiment(
 def _log_download(name: str, archive: DownloadedExperiment) -> None:
     logger.info(
         "Experiment %s downloaded: %s (%d bytes, sha256 %s)",
-        printable(name), archive.path, archive.size, archive.sha256,
+        printable(name),
+        archive.path,
+        archive.size,
+        archive.sha256,
     )
 
 
@@ -293,9 +296,7 @@ async def _run_collaborator(
             if not settings.keep_environment:
                 await anyio.to_thread.run_sync(_environment.remove_environment, environment)
             if not settings.keep_workspace:
-                await anyio.to_thread.run_sync(
-                    lambda: shutil.rmtree(workspace, ignore_errors=True)
-                )
+                await anyio.to_thread.run_sync(lambda: shutil.rmtree(workspace, ignore_errors=True))
 
 
 def _collaborator_arguments(settings: ExperimentSettings) -> list[str]:

@@ -11,6 +11,7 @@ loop and ends the thread.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 from collections.abc import Coroutine
@@ -222,15 +223,14 @@ class LoopThread:
             calls = list(self._calls)
         if loop is None or thread is None:
             return
-        try:
+        with contextlib.suppress(RuntimeError):  # already closed
             loop.call_soon_threadsafe(loop.stop)
-        except RuntimeError:
-            pass  # already closed
         if threading.current_thread() is not thread:
             thread.join(_STOP_JOIN_TIMEOUT)
             if thread.is_alive():
-                logger.warning("The client's event loop did not stop within %.0f s",
-                               _STOP_JOIN_TIMEOUT)
+                logger.warning(
+                    "The client's event loop did not stop within %.0f s", _STOP_JOIN_TIMEOUT
+                )
         for call in calls:  # calls the loop never started end as stopped too
             call.done.set()
 

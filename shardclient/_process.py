@@ -74,7 +74,9 @@ class _Mirror:
                     skipped = size - _MIRROR_SLICE - self._position
                     logger.info(
                         "%s: [%d bytes of output skipped; all of it is in %s]",
-                        self._label, skipped, self._path,
+                        self._label,
+                        skipped,
+                        self._path,
                     )
                     self._position = size - _MIRROR_SLICE
                     self._partial = b""

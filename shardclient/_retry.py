@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from grpclib.const import Status
-from tenacity.stop import stop_base
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -19,6 +18,7 @@ from tenacity import (
     wait_exponential,
     wait_random,
 )
+from tenacity.stop import stop_base
 
 from shardclient._errors import (
     DirectorProtocolError,
@@ -91,8 +91,12 @@ def _log_retry(what: str, attempts: int) -> Callable[[RetryCallState], None]:
         cause = cause.removeprefix(f"{what}: ")  # our errors start with the call's name
         delay = state.next_action.sleep if state.next_action is not None else 0.0
         logger.warning(
-            "%s: attempt %d of %d failed: %s; next in %.1f s", what, state.attempt_number,
-            attempts, cause, delay,
+            "%s: attempt %d of %d failed: %s; next in %.1f s",
+            what,
+            state.attempt_number,
+            attempts,
+            cause,
+            delay,
         )
 
     return log

@@ -30,9 +30,7 @@ def _readable_file(role: str, path: PathLike | None) -> Path:
     except IsADirectoryError:
         raise TLSConfigurationError(f"{role} is a directory, not a file: {file}") from None
     except OSError as exc:
-        raise TLSConfigurationError(
-            f"{role} file cannot be read: {file}: {exc.strerror}"
-        ) from None
+        raise TLSConfigurationError(f"{role} file cannot be read: {file}: {exc.strerror}") from None
     return file
 
 

@@ -151,7 +151,9 @@ def check_outgoing(message: betterproto.Message, where: str, depth: int = 0) -> 
     meta = type(message)._betterproto  # type: ignore[arg-type]  # as in check_message
     for field, field_meta in meta.meta_by_field_name.items():
         value = message.__dict__.get(field)  # unset fields are betterproto placeholders
-        if value is betterproto.PLACEHOLDER or (value is None and field_meta.proto_type == "message"):
+        if value is betterproto.PLACEHOLDER or (
+            value is None and field_meta.proto_type == "message"
+        ):
             continue
         if isinstance(meta.default_gen[field](), list):
             if not isinstance(value, list):
@@ -169,7 +171,9 @@ def _check_value(value: object, proto_type: str, cls: object, where: str, depth:
     if bounds is not None or proto_type == "enum":
         low, high = bounds or _INT_RANGES["int32"]
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            raise ValueError(f"{where} must be an int in {low}..{high}, got {describe_value(value)}")
+            raise ValueError(
+                f"{where} must be an int in {low}..{high}, got {describe_value(value)}"
+            )
     elif proto_type == "bool":
         if not isinstance(value, bool):
             raise ValueError(f"{where} must be a bool, got {describe_value(value)}")
@@ -195,4 +199,3 @@ def _check_value(value: object, proto_type: str, cls: object, where: str, depth:
             check_outgoing(value, where, depth + 1)
         elif expected is not None and not isinstance(value, expected):  # timedelta, datetime
             raise ValueError(f"{where} must be a {expected.__name__}, got {describe_value(value)}")
-

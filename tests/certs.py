@@ -125,8 +125,13 @@ def make_pki(
     ca_path = directory / "root.crt"
     ca_path.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
     server = _leaf(
-        ca_key, ca_subject, server_hosts[0], ExtendedKeyUsageOID.SERVER_AUTH, directory,
-        "server", server_hosts,
+        ca_key,
+        ca_subject,
+        server_hosts[0],
+        ExtendedKeyUsageOID.SERVER_AUTH,
+        directory,
+        "server",
+        server_hosts,
     )
     client = _leaf(
         ca_key, ca_subject, client_name, ExtendedKeyUsageOID.CLIENT_AUTH, directory, "client"

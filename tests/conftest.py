@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
+from shardclient.testing import LocalDirector
+from tests.certs import Pki, make_pki
+
 # Tests run side by side (pytest -n): a slow example under load is not a failure.
 settings.register_profile("shardclient", deadline=None)
 settings.load_profile("shardclient")
-
-from shardclient.testing import LocalDirector
-from tests.certs import Pki, make_pki
 
 SAMPLE_SHAPE = ["28", "28"]
 TARGET_SHAPE = ["1"]

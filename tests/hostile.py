@@ -137,9 +137,7 @@ def h2_server(script: H2Script) -> Handler:
                 await writer.drain()
 
         async def respond(stream_id: int) -> None:
-            conn.send_headers(
-                stream_id, [(":status", "200"), ("content-type", "application/grpc")]
-            )
+            conn.send_headers(stream_id, [(":status", "200"), ("content-type", "application/grpc")])
             writer.write(conn.data_to_send())
             await send_body(stream_id, script.body)
             if script.then == "trailers":

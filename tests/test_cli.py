@@ -46,8 +46,13 @@ def _connection(director: LocalDirector, shard: str = "s1") -> list[str]:
 
 def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [*COMMAND, *args], capture_output=True, text=True, timeout=LIMIT,
-        env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL, check=False,
+        [*COMMAND, *args],
+        capture_output=True,
+        text=True,
+        timeout=LIMIT,
+        env={**os.environ, **(env or {})},
+        stdin=subprocess.DEVNULL,
+        check=False,
     )
 
 
@@ -84,14 +89,23 @@ def test_run_once_with_a_command_that_succeeds(
         "('SHARDCLIENT_ARCHIVE', 'SHARDCLIENT_EXPERIMENT')}, open(os.environ['SEEN'], 'w'))"
     )
     done = _run(
-        "run", *_connection(director), "-ec", str(envoy_config), "--workdir", str(workdir),
-        "--once", "--exec", f"{sys.executable} -c \"{script}\"", env={"SEEN": str(seen)},
+        "run",
+        *_connection(director),
+        "-ec",
+        str(envoy_config),
+        "--workdir",
+        str(workdir),
+        "--once",
+        "--exec",
+        f'{sys.executable} -c "{script}"',
+        env={"SEEN": str(seen)},
     )
     assert done.returncode == 0, done.stderr
     archive = workdir / "exp-ok.zip"
     assert archive.read_bytes() == b"archive bytes"
     assert json.loads(seen.read_text()) == {
-        "SHARDCLIENT_ARCHIVE": str(archive), "SHARDCLIENT_EXPERIMENT": "exp-ok",
+        "SHARDCLIENT_ARCHIVE": str(archive),
+        "SHARDCLIENT_EXPERIMENT": "exp-ok",
     }
     assert director.failures == []
     assert director.shards["s1"].sample_shape == ["28", "28"]
@@ -104,8 +118,15 @@ def test_run_once_reports_a_failing_command(
     director.submit_experiment("exp-bad", b"x", ["s1"])
     script = "import sys; sys.stderr.write('training blew up\\n'); sys.exit(3)"
     done = _run(
-        "run", *_connection(director), "-ec", str(envoy_config), "--workdir", str(workdir),
-        "--once", "--exec", f"{sys.executable} -c \"{script}\"",
+        "run",
+        *_connection(director),
+        "-ec",
+        str(envoy_config),
+        "--workdir",
+        str(workdir),
+        "--once",
+        "--exec",
+        f'{sys.executable} -c "{script}"',
     )
     assert done.returncode == 5, done.stderr
     assert "training blew up" in done.stderr  # relayed as it came
@@ -117,8 +138,16 @@ def test_run_once_reports_a_failing_command(
 
 def test_refused_registration_exits_2(envoy_config: Path, workdir: Path) -> None:
     with LocalDirector(sample_shape=["32", "32"], target_shape=["1"]) as other:
-        done = _run("run", *_connection(other), "-ec", str(envoy_config),
-                    "--workdir", str(workdir), "--once", "--download-only")
+        done = _run(
+            "run",
+            *_connection(other),
+            "-ec",
+            str(envoy_config),
+            "--workdir",
+            str(workdir),
+            "--once",
+            "--download-only",
+        )
     assert done.returncode == 2
     line = _one_error_line(done.stderr)
     assert "refused" in line and "['28', '28']" in line and "['1']" in line
@@ -131,9 +160,21 @@ def test_sigterm_during_download_removes_the_partial_file(
     os.mkfifo(fifo)
     workdir.mkdir()
     envoy = subprocess.Popen(
-        [*COMMAND, "run", *_connection(director), "-ec", str(envoy_config),
-         "--workdir", str(workdir), "--once", "--download-only"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
+        [
+            *COMMAND,
+            "run",
+            *_connection(director),
+            "-ec",
+            str(envoy_config),
+            "--workdir",
+            str(workdir),
+            "--once",
+            "--download-only",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        stdin=subprocess.DEVNULL,
     )
     writer = None
     try:
@@ -141,8 +182,11 @@ def test_sigterm_during_download_removes_the_partial_file(
         writer = fifo.open("wb")  # the director reads the archive as the envoy downloads it
         writer.write(os.urandom(3 * 1024 * 1024))
         writer.flush()
-        _wait_for(lambda: any(p.suffix == ".part" for p in workdir.iterdir()), envoy,
-                  "the download never started")
+        _wait_for(
+            lambda: any(p.suffix == ".part" for p in workdir.iterdir()),
+            envoy,
+            "the download never started",
+        )
         envoy.send_signal(signal.SIGTERM)
         _, stderr = envoy.communicate(timeout=LIMIT)
     finally:
@@ -166,14 +210,30 @@ def test_sigterm_during_the_command_stops_it_and_its_children(
     )
     director.submit_experiment("long", b"x", ["s1"])
     envoy = subprocess.Popen(
-        [*COMMAND, "run", *_connection(director), "-ec", str(envoy_config),
-         "--workdir", str(workdir), "--once", "--exec", f"{sys.executable} -c \"{script}\""],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
+        [
+            *COMMAND,
+            "run",
+            *_connection(director),
+            "-ec",
+            str(envoy_config),
+            "--workdir",
+            str(workdir),
+            "--once",
+            "--exec",
+            f'{sys.executable} -c "{script}"',
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        stdin=subprocess.DEVNULL,
         env={**os.environ, "PIDS": str(pids)},
     )
     try:
-        _wait_for(lambda: pids.exists() and len(pids.read_text().split()) == 2, envoy,
-                  "the command never started")
+        _wait_for(
+            lambda: pids.exists() and len(pids.read_text().split()) == 2,
+            envoy,
+            "the command never started",
+        )
         command_pid, grandchild_pid = map(int, pids.read_text().split())
         envoy.send_signal(signal.SIGTERM)
         _, stderr = envoy.communicate(timeout=LIMIT)
@@ -196,14 +256,20 @@ def test_sigterm_during_a_one_shot_download(
     director.submit_experiment("slow", fifo, ["s1"])
     envoy = subprocess.Popen(
         [*COMMAND, "download", *_connection(director), "slow", "--workdir", str(workdir)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        stdin=subprocess.DEVNULL,
     )
     with fifo.open("wb") as writer:
         writer.write(os.urandom(3 * 1024 * 1024))
         writer.flush()
         try:
-            _wait_for(lambda: any(p.suffix == ".part" for p in workdir.iterdir()), envoy,
-                      "the download never started")
+            _wait_for(
+                lambda: any(p.suffix == ".part" for p in workdir.iterdir()),
+                envoy,
+                "the download never started",
+            )
             envoy.send_signal(signal.SIGTERM)
             _, stderr = envoy.communicate(timeout=LIMIT)
         finally:
@@ -216,8 +282,14 @@ def test_sigterm_during_a_one_shot_download(
 def test_demo() -> None:
     done = _run("demo")
     assert done.returncode == 0, done.stderr
-    for step in ("1. registered", "2. health check", "3. experiment", "4. downloaded",
-                 "5. failure reported", "verified"):
+    for step in (
+        "1. registered",
+        "2. health check",
+        "3. experiment",
+        "4. downloaded",
+        "5. failure reported",
+        "verified",
+    ):
         assert step in done.stdout
 
 
@@ -250,8 +322,10 @@ def test_one_shot_commands(director: LocalDirector, envoy_config: Path, workdir:
 
 def test_options_from_environment(director: LocalDirector, envoy_config: Path) -> None:
     env = {
-        "SHARDCLIENT_SHARD_NAME": "env-shard", "SHARDCLIENT_DIRECTOR_HOST": director.host,
-        "SHARDCLIENT_DIRECTOR_PORT": str(director.port), "SHARDCLIENT_DISABLE_TLS": "1",
+        "SHARDCLIENT_SHARD_NAME": "env-shard",
+        "SHARDCLIENT_DIRECTOR_HOST": director.host,
+        "SHARDCLIENT_DIRECTOR_PORT": str(director.port),
+        "SHARDCLIENT_DISABLE_TLS": "1",
         "SHARDCLIENT_ENVOY_CONFIG_PATH": str(envoy_config),
     }
     done = _run("register", env=env)
@@ -264,10 +338,41 @@ def test_options_from_environment(director: LocalDirector, envoy_config: Path) -
     [
         (["--bogus"], 2, "No such option"),
         (["run", "-n", "s", "-dh", "h"], 2, "Missing option"),
-        (["register", "-n", "s", "-dh", "127.0.0.1", "-dp", "1", "--disable-tls",
-          "-ec", "/nonexistent/envoy.yaml"], 3, "/nonexistent/envoy.yaml"),
-        (["register", "-n", "s", "-dh", "127.0.0.1", "-dp", "1",
-          "-rc", "/nonexistent/root.crt", "-pk", "k", "-oc", "c"], 3, "/nonexistent/root.crt"),
+        (
+            [
+                "register",
+                "-n",
+                "s",
+                "-dh",
+                "127.0.0.1",
+                "-dp",
+                "1",
+                "--disable-tls",
+                "-ec",
+                "/nonexistent/envoy.yaml",
+            ],
+            3,
+            "/nonexistent/envoy.yaml",
+        ),
+        (
+            [
+                "register",
+                "-n",
+                "s",
+                "-dh",
+                "127.0.0.1",
+                "-dp",
+                "1",
+                "-rc",
+                "/nonexistent/root.crt",
+                "-pk",
+                "k",
+                "-oc",
+                "c",
+            ],
+            3,
+            "/nonexistent/root.crt",
+        ),
     ],
 )
 def test_user_errors_end_in_one_line(
@@ -281,21 +386,47 @@ def test_user_errors_end_in_one_line(
 
 
 def test_unreachable_director_exits_4(envoy_config: Path, free_port: int) -> None:
-    done = _run("register", "-n", "s", "-dh", "127.0.0.1", "-dp", str(free_port),
-                "--disable-tls", "--retry-attempts", "1", "-ec", str(envoy_config))
+    done = _run(
+        "register",
+        "-n",
+        "s",
+        "-dh",
+        "127.0.0.1",
+        "-dp",
+        str(free_port),
+        "--disable-tls",
+        "--retry-attempts",
+        "1",
+        "-ec",
+        str(envoy_config),
+    )
     assert done.returncode == 4
     assert f"127.0.0.1:{free_port}" in _one_error_line(done.stderr)
 
 
 def test_debug_log_level_shows_the_traceback(envoy_config: Path, free_port: int) -> None:
-    done = _run("--log-level", "debug", "register", "-n", "s", "-dh", "127.0.0.1",
-                "-dp", str(free_port), "--disable-tls", "--retry-attempts", "1",
-                "-ec", str(envoy_config))
+    done = _run(
+        "--log-level",
+        "debug",
+        "register",
+        "-n",
+        "s",
+        "-dh",
+        "127.0.0.1",
+        "-dp",
+        str(free_port),
+        "--disable-tls",
+        "--retry-attempts",
+        "1",
+        "-ec",
+        str(envoy_config),
+    )
     assert done.returncode == 4 and "Traceback" in done.stderr
 
 
-def test_run_without_openfl_refuses_at_start(director: LocalDirector, envoy_config: Path,
-                                             workdir: Path) -> None:
+def test_run_without_openfl_refuses_at_start(
+    director: LocalDirector, envoy_config: Path, workdir: Path
+) -> None:
     if importlib.util.find_spec("openfl") is not None:
         pytest.skip("openfl is installed here, so `run` has a collaborator to run")
     done = _run("run", *_connection(director), "-ec", str(envoy_config), "--workdir", str(workdir))
@@ -313,21 +444,29 @@ def test_run_without_openfl_refuses_at_start(director: LocalDirector, envoy_conf
         (["--exec", "   "], "an empty command"),
     ],
 )
-def test_bad_run_flags_exit_2(director: LocalDirector, envoy_config: Path, workdir: Path,
-                              extra: list[str], message: str) -> None:
-    done = _run("run", *_connection(director), "-ec", str(envoy_config), "--workdir",
-                str(workdir), *extra)
+def test_bad_run_flags_exit_2(
+    director: LocalDirector, envoy_config: Path, workdir: Path, extra: list[str], message: str
+) -> None:
+    done = _run(
+        "run", *_connection(director), "-ec", str(envoy_config), "--workdir", str(workdir), *extra
+    )
     assert done.returncode == 2
     assert message in _one_error_line(done.stderr)
     assert director.shards == {}
 
 
 @pytest.mark.parametrize(("typed", "ran"), [(b"y\n", True), (b"n\n", False)])
-def test_review_asks_on_the_terminal(director: LocalDirector, envoy_config: Path,
-                                     workdir: Path, tmp_path: Path, typed: bytes,
-                                     ran: bool) -> None:
-    envoy_config.write_text(envoy_config.read_text().replace(
-        "review_experiment: false", "review_experiment: true"))
+def test_review_asks_on_the_terminal(
+    director: LocalDirector,
+    envoy_config: Path,
+    workdir: Path,
+    tmp_path: Path,
+    typed: bytes,
+    ran: bool,
+) -> None:
+    envoy_config.write_text(
+        envoy_config.read_text().replace("review_experiment: false", "review_experiment: true")
+    )
     marker = tmp_path / "ran"
     director.submit_experiment("reviewed", b"archive", ["s1"])
     primary, secondary = os.openpty()
@@ -357,13 +496,32 @@ def test_handled_experiments_are_not_run_again_unless_asked(
     director: LocalDirector, envoy_config: Path, workdir: Path
 ) -> None:
     director.submit_experiment("once", b"archive", ["s1"])
-    first = _run("run", *_connection(director), "-ec", str(envoy_config), "--workdir",
-                 str(workdir), "--once", "--exec", "false")
+    first = _run(
+        "run",
+        *_connection(director),
+        "-ec",
+        str(envoy_config),
+        "--workdir",
+        str(workdir),
+        "--once",
+        "--exec",
+        "false",
+    )
     assert first.returncode == 5, first.stderr
     (workdir / "once.zip").unlink()
     # the director still offers it (it failed); --rerun takes it again on purpose
-    again = _run("run", *_connection(director), "-ec", str(envoy_config), "--workdir",
-                 str(workdir), "--once", "--download-only", "--rerun", "once")
+    again = _run(
+        "run",
+        *_connection(director),
+        "-ec",
+        str(envoy_config),
+        "--workdir",
+        str(workdir),
+        "--once",
+        "--download-only",
+        "--rerun",
+        "once",
+    )
     assert again.returncode == 0, again.stderr
     assert (workdir / "once.zip").read_bytes() == b"archive"
     assert "will run again" in again.stderr
@@ -371,19 +529,38 @@ def test_handled_experiments_are_not_run_again_unless_asked(
     assert [(e["name"], e["outcome"]) for e in state["experiments"]] == [("once", "downloaded")]
 
 
-def test_a_corrupt_state_file_exits_3(director: LocalDirector, envoy_config: Path,
-                                      workdir: Path) -> None:
+def test_a_corrupt_state_file_exits_3(
+    director: LocalDirector, envoy_config: Path, workdir: Path
+) -> None:
     workdir.mkdir()
     (workdir / ".shardclient-envoy-state.json").write_text("{")
-    done = _run("run", *_connection(director), "-ec", str(envoy_config), "--workdir",
-                str(workdir), "--download-only")
+    done = _run(
+        "run",
+        *_connection(director),
+        "-ec",
+        str(envoy_config),
+        "--workdir",
+        str(workdir),
+        "--download-only",
+    )
     assert done.returncode == 3
     assert ".shardclient-envoy-state.json: not valid JSON" in _one_error_line(done.stderr)
 
 
 def test_tls_flags_missing_are_named_as_flags(envoy_config: Path) -> None:
-    done = _run("register", "-n", "s", "-dh", "127.0.0.1", "-dp", "1", "-rc", "root.crt",
-                "-ec", str(envoy_config))
+    done = _run(
+        "register",
+        "-n",
+        "s",
+        "-dh",
+        "127.0.0.1",
+        "-dp",
+        "1",
+        "-rc",
+        "root.crt",
+        "-ec",
+        str(envoy_config),
+    )
     assert done.returncode == 2
     line = _one_error_line(done.stderr)
     assert "-pk/--private-key-path, -oc/--public-cert-path" in line and "--disable-tls" in line
@@ -392,8 +569,12 @@ def test_tls_flags_missing_are_named_as_flags(envoy_config: Path) -> None:
 
 def test_health_needs_no_envoy_config(director: LocalDirector, tmp_path: Path) -> None:
     director.submit_experiment("unused", b"x", ["s1"])
-    registered = _run("register", *_connection(director), "-ec",
-                      str(FIXTURES / "envoy_strings" / "envoy_config.yaml"))
+    registered = _run(
+        "register",
+        *_connection(director),
+        "-ec",
+        str(FIXTURES / "envoy_strings" / "envoy_config.yaml"),
+    )
     assert registered.returncode == 0, registered.stderr
     done = subprocess.run([*COMMAND, "health", *_connection(director), "--json"], cwd=tmp_path,
                           capture_output=True, text=True, timeout=LIMIT, check=False)  # fmt: skip
@@ -402,13 +583,25 @@ def test_health_needs_no_envoy_config(director: LocalDirector, tmp_path: Path) -
 
 
 def test_an_unreachable_director_gives_one_line_per_attempt(free_port: int) -> None:
-    done = _run("register", "-n", "s", "-dh", "127.0.0.1", "-dp", str(free_port),
-                "--disable-tls", "--retry-attempts", "3", "-ec",
-                str(FIXTURES / "envoy_strings" / "envoy_config.yaml"))
+    done = _run(
+        "register",
+        "-n",
+        "s",
+        "-dh",
+        "127.0.0.1",
+        "-dp",
+        str(free_port),
+        "--disable-tls",
+        "--retry-attempts",
+        "3",
+        "-ec",
+        str(FIXTURES / "envoy_strings" / "envoy_config.yaml"),
+    )
     assert done.returncode == 4
     attempts = [line for line in done.stderr.splitlines() if re.search(r"attempt \d of", line)]
     assert [re.findall(r"attempt \d of 3", line) for line in attempts] == [
-        ["attempt 1 of 3"], ["attempt 2 of 3"]
+        ["attempt 1 of 3"],
+        ["attempt 2 of 3"],
     ]
     assert all(line.count("UpdateShardInfo") == 1 for line in attempts)  # named once
     assert "--retry-attempts" in _one_error_line(done.stderr)

@@ -107,7 +107,10 @@ async def test_close_ends_a_pending_long_poll(client: AsyncShardDirectorClient) 
 
 async def test_unreachable(free_port: int) -> None:
     async with AsyncShardDirectorClient(
-        director_host="127.0.0.1", director_port=free_port, shard_name="s1", tls=False,
+        director_host="127.0.0.1",
+        director_port=free_port,
+        shard_name="s1",
+        tls=False,
         retry=None,
     ) as unreachable:
         with pytest.raises(DirectorUnavailableError, match=f"127.0.0.1:{free_port}"):

@@ -43,15 +43,22 @@ def client(director: LocalDirector) -> Iterator[ShardDirectorClient]:
 def test_signature_matches_openfl() -> None:
     params = inspect.signature(ShardDirectorClient.__init__).parameters
     openfl_names = [
-        "director_host", "director_port", "shard_name", "tls",
-        "root_certificate", "private_key", "certificate",
+        "director_host",
+        "director_port",
+        "shard_name",
+        "tls",
+        "root_certificate",
+        "private_key",
+        "certificate",
     ]
     for name in openfl_names:
         assert params[name].kind is inspect.Parameter.KEYWORD_ONLY
     assert params["tls"].default is True
     health = inspect.signature(ShardDirectorClient.send_health_check).parameters
-    assert all(health[n].kind is inspect.Parameter.KEYWORD_ONLY
-               for n in ("envoy_name", "is_experiment_running", "cuda_devices_info"))
+    assert all(
+        health[n].kind is inspect.Parameter.KEYWORD_ONLY
+        for n in ("envoy_name", "is_experiment_running", "cuda_devices_info")
+    )
     failed = inspect.signature(ShardDirectorClient.set_experiment_failed).parameters
     assert failed["error_code"].default == 1 and failed["error_description"].default == ""
 
@@ -76,8 +83,15 @@ def test_health_check_returns_period_and_delivers_readings(
 ) -> None:
     client.report_shard_info(Descriptor(), [0, 1])
     readings: list[CudaDeviceInfo | dict[str, object]] = [
-        {"index": 0, "memory_total": 100, "memory_utilized": 5, "device_utilization": "3%",
-         "cuda_driver_version": "580.159.04", "cuda_version": "13.0", "name": "NVIDIA H200"},
+        {
+            "index": 0,
+            "memory_total": 100,
+            "memory_utilized": 5,
+            "device_utilization": "3%",
+            "cuda_driver_version": "580.159.04",
+            "cuda_version": "13.0",
+            "name": "NVIDIA H200",
+        },
         CudaDeviceInfo(index=1, memory_total=200, name="NVIDIA H200"),
     ]
     period = client.send_health_check(
@@ -112,12 +126,27 @@ class _RaisingMapping(Mapping[str, int]):
     ("readings", "message"),
     [
         ([{"index": 0, "memory": 1}], r"cuda_devices_info\[0\]: unknown key 'memory'"),
-        ([{"index": "0"}], r"^cuda_devices_info\[0\].index must be an int in 0..18446744073709551615, got '0' \(str\)$"),
-        ([{"index": -1}], r"^cuda_devices_info\[0\].index must be an int in 0..18446744073709551615, got -1"),
-        ([CudaDeviceInfo(index=0, name=5)], r"^cuda_devices_info\[0\].name must be a str, got 5 \(int\)$"),  # type: ignore[arg-type]  # wrong on purpose
-        ([{"index": 0, "name": "gpu\ud800"}], r"^cuda_devices_info\[0\].name is not valid Unicode text"),
+        (
+            [{"index": "0"}],
+            r"^cuda_devices_info\[0\].index must be an int in 0..18446744073709551615, got '0' \(str\)$",
+        ),
+        (
+            [{"index": -1}],
+            r"^cuda_devices_info\[0\].index must be an int in 0..18446744073709551615, got -1",
+        ),
+        (
+            [CudaDeviceInfo(index=0, name=5)],  # type: ignore[arg-type]  # wrong on purpose
+            r"^cuda_devices_info\[0\].name must be a str, got 5 \(int\)$",
+        ),
+        (
+            [{"index": 0, "name": "gpu\ud800"}],
+            r"^cuda_devices_info\[0\].name is not valid Unicode text",
+        ),
         (itertools.count(), r"^cuda_devices_info: more than 1024 devices$"),
-        (map(operator.truediv, [1], [0]), r"^cuda_devices_info: iterating it raised ZeroDivisionError"),
+        (
+            map(operator.truediv, [1], [0]),
+            r"^cuda_devices_info: iterating it raised ZeroDivisionError",
+        ),
         ([_RaisingMapping()], r"^cuda_devices_info\[0\]: cannot read it, got "),
         ([{0: 1}], r"^cuda_devices_info\[0\]: unknown key 0 \(int\); known keys: index, "),
         ([7], r"cuda_devices_info\[0\] must be a CudaDeviceInfo or a dict"),
@@ -130,7 +159,9 @@ def test_bad_health_readings_are_rejected_before_sending(
     client.report_shard_info(Descriptor(), [0])
     with pytest.raises(ValueError, match=message):
         client.send_health_check(
-            envoy_name="s1", is_experiment_running=False, cuda_devices_info=readings  # type: ignore[arg-type]  # wrong on purpose
+            envoy_name="s1",
+            is_experiment_running=False,
+            cuda_devices_info=readings,  # type: ignore[arg-type]  # wrong on purpose
         )
     assert director.statuses == {}
 
@@ -196,9 +227,7 @@ def test_concurrent_calls_share_one_connection(
     assert waited == ["exp-2"]
 
 
-def test_close_releases_a_blocked_waiter(
-    director: LocalDirector, no_thread_leak: None
-) -> None:
+def test_close_releases_a_blocked_waiter(director: LocalDirector, no_thread_leak: None) -> None:
     client = ShardDirectorClient(
         director_host=director.host, director_port=director.port, shard_name="s1", tls=False
     )
@@ -210,7 +239,7 @@ def test_close_releases_a_blocked_waiter(
         started.set()
         try:
             client.wait_experiment()
-        except BaseException as exc:  # noqa: BLE001 - recorded for the assertion
+        except BaseException as exc:
             outcome.append(exc)
 
     waiter = threading.Thread(target=wait)
@@ -246,10 +275,16 @@ def test_unreachable_director_names_the_address(
     free_port: int, caplog: pytest.LogCaptureFixture, no_thread_leak: None
 ) -> None:
     policy = RetryPolicy(max_attempts=3, initial_delay=0.01, max_delay=0.01, jitter=0)
-    with ShardDirectorClient(
-        director_host="127.0.0.1", director_port=free_port, shard_name="s1", tls=False,
-        retry=policy,
-    ) as client, caplog.at_level(logging.WARNING, logger="shardclient.retry"):
+    with (
+        ShardDirectorClient(
+            director_host="127.0.0.1",
+            director_port=free_port,
+            shard_name="s1",
+            tls=False,
+            retry=policy,
+        ) as client,
+        caplog.at_level(logging.WARNING, logger="shardclient.retry"),
+    ):
         with pytest.raises(DirectorUnavailableError, match=f"127.0.0.1:{free_port}") as caught:
             client.send_health_check(
                 envoy_name="s1", is_experiment_running=False, raise_on_failure=True
@@ -266,10 +301,16 @@ def test_health_checks_live_through_an_outage_as_openfl_envoy_loops_expect(
     ShardNotFoundError: an outage must give it a delay, and the director's return a
     ShardNotFoundError to re-register on."""
     policy = RetryPolicy(max_attempts=2, initial_delay=0.01, max_delay=0.01, jitter=0)
-    with ShardDirectorClient(
-        director_host=director.host, director_port=director.port, shard_name="s1", tls=False,
-        retry=policy,
-    ) as client, caplog.at_level(logging.WARNING, logger="shardclient"):
+    with (
+        ShardDirectorClient(
+            director_host=director.host,
+            director_port=director.port,
+            shard_name="s1",
+            tls=False,
+            retry=policy,
+        ) as client,
+        caplog.at_level(logging.WARNING, logger="shardclient"),
+    ):
         client.report_shard_info(Descriptor(), [])
         assert client.send_health_check(envoy_name="s1", is_experiment_running=False) == PERIOD
         director.stop_sync()
@@ -303,7 +344,10 @@ def test_bad_options_fail_at_construction(
     kwargs: dict[str, object], message: str, no_thread_leak: None
 ) -> None:
     arguments: dict[str, object] = {
-        "director_host": "127.0.0.1", "director_port": 50051, "shard_name": "s1", "tls": False,
+        "director_host": "127.0.0.1",
+        "director_port": 50051,
+        "shard_name": "s1",
+        "tls": False,
     }
     arguments.update(kwargs)
     with pytest.raises(ValueError, match=message):
@@ -402,16 +446,20 @@ def test_one_loop_thread_per_client_started_on_first_use_and_ended_by_close(
 @pytest.mark.parametrize(
     ("call", "message"),
     [
-        (lambda c: c.send_health_check(envoy_name=None, is_experiment_running=False),
-         "envoy_name must be a non-empty str"),
+        (
+            lambda c: c.send_health_check(envoy_name=None, is_experiment_running=False),
+            "envoy_name must be a non-empty str",
+        ),
         (lambda c: c.set_experiment_failed("", 1), "experiment_name must be a non-empty str"),
         (lambda c: c.set_experiment_failed("e", 1, b"bytes"), "error_description must be a str"),
         (lambda c: list(c.get_experiment_data(3)), "experiment_name must be a non-empty str"),
     ],
 )
 def test_bad_arguments_are_named(
-    client: ShardDirectorClient, director: LocalDirector,
-    call: Callable[[ShardDirectorClient], object], message: str,
+    client: ShardDirectorClient,
+    director: LocalDirector,
+    call: Callable[[ShardDirectorClient], object],
+    message: str,
 ) -> None:
     with pytest.raises(ValueError, match=message):
         call(client)
@@ -441,22 +489,27 @@ def test_shard_not_found_is_caught_by_openfl_s_except_clause(
     assert type(caught.value).__name__ == "ShardNotFoundError"
 
 
-
 @pytest.mark.parametrize(
     ("call", "message"),
     [
-        (lambda c: c.send_health_check(envoy_name="s\udc80", is_experiment_running=False),
-         "envoy_name is not valid Unicode"),
+        (
+            lambda c: c.send_health_check(envoy_name="s\udc80", is_experiment_running=False),
+            "envoy_name is not valid Unicode",
+        ),
         (lambda c: c.set_experiment_failed("e\udc80", 1), "experiment_name is not valid Unicode"),
         (lambda c: c.set_experiment_failed("e", 1, "\ud800"), "error_description is not valid"),
         (lambda c: list(c.get_experiment_data("\udcff")), "experiment_name is not valid Unicode"),
         (lambda c: c.download_experiment("\udcff", "."), "experiment_name is not valid Unicode"),
-        (lambda c: c.report_shard_info(Descriptor(dataset_description="\udc80"), []),
-         "dataset_description: not valid Unicode"),
+        (
+            lambda c: c.report_shard_info(Descriptor(dataset_description="\udc80"), []),
+            "dataset_description: not valid Unicode",
+        ),
     ],
 )
 def test_lone_surrogates_are_refused_naming_the_argument(
-    client: ShardDirectorClient, director: LocalDirector, call: Callable[[ShardDirectorClient], object],
+    client: ShardDirectorClient,
+    director: LocalDirector,
+    call: Callable[[ShardDirectorClient], object],
     message: str,
 ) -> None:
     with pytest.raises(ValueError, match=message):

@@ -246,65 +246,64 @@ TEMPLATE = "shard_descriptor:\n  template: good.Descriptor\n"
         ),
         (
             "shard_descriptor: good.Descriptor\n",
-            "shard_descriptor: expected a mapping, got " "'good.Descriptor' (str)",
+            "shard_descriptor: expected a mapping, got 'good.Descriptor' (str)",
         ),
         (
             "shard_descriptor:\n  params: {}\n",
-            "shard_descriptor.template: missing, expected " "'module.Class'",
+            "shard_descriptor.template: missing, expected 'module.Class'",
         ),
         (
             "shard_descriptor:\n  template: 12\n",
-            "shard_descriptor.template: expected " "'module.Class', got 12 (int)",
+            "shard_descriptor.template: expected 'module.Class', got 12 (int)",
         ),
         (
             "shard_descriptor:\n  template: Descriptor\n",
-            "shard_descriptor.template: expected " "'module.Class', got 'Descriptor' (str)",
+            "shard_descriptor.template: expected 'module.Class', got 'Descriptor' (str)",
         ),
         (
             "shard_descriptor:\n  template: my-module.Descriptor\n",
-            "shard_descriptor.template: "
-            "expected 'module.Class', got 'my-module.Descriptor' (str)",
+            "shard_descriptor.template: expected 'module.Class', got 'my-module.Descriptor' (str)",
         ),
         (
             TEMPLATE + "  params: [1]\n",
-            "shard_descriptor.params: expected a mapping, got [1] " "(list)",
+            "shard_descriptor.params: expected a mapping, got [1] (list)",
         ),
         (
             TEMPLATE + "  params: {1: 2}\n",
-            "shard_descriptor.params: keys must be strings, got " "1 (int)",
+            "shard_descriptor.params: keys must be strings, got 1 (int)",
         ),
         (TEMPLATE + "params: [0]\n", "params: expected a mapping, got [0] (list)"),
         (
             TEMPLATE + "params:\n  cuda_devices: '0,2'\n",
-            "params.cuda_devices: expected a list " "of CUDA indices, got '0,2' (str)",
+            "params.cuda_devices: expected a list of CUDA indices, got '0,2' (str)",
         ),
         (
             TEMPLATE + "params:\n  cuda_devices: 0\n",
-            "params.cuda_devices: expected a list " "of CUDA indices, got 0 (int)",
+            "params.cuda_devices: expected a list of CUDA indices, got 0 (int)",
         ),
         (
             TEMPLATE + "params:\n  cuda_devices: [0, -1]\n",
-            "params.cuda_devices[1]: expected a " "CUDA index (an integer >= 0), got -1 (int)",
+            "params.cuda_devices[1]: expected a CUDA index (an integer >= 0), got -1 (int)",
         ),
         (
             TEMPLATE + "params:\n  cuda_devices: [true]\n",
-            "params.cuda_devices[0]: expected a " "CUDA index (an integer >= 0), got True (bool)",
+            "params.cuda_devices[0]: expected a CUDA index (an integer >= 0), got True (bool)",
         ),
         (
             TEMPLATE + "params:\n  cuda_devices: [1.0]\n",
-            "params.cuda_devices[0]: expected a " "CUDA index (an integer >= 0), got 1.0 (float)",
+            "params.cuda_devices[0]: expected a CUDA index (an integer >= 0), got 1.0 (float)",
         ),
         (
             TEMPLATE + "params:\n  install_requirements: 'no'\n",
-            "params.install_requirements: " "expected true or false, got 'no' (str)",
+            "params.install_requirements: expected true or false, got 'no' (str)",
         ),
         (
             TEMPLATE + "params:\n  review_experiment: 1\n",
-            "params.review_experiment: expected " "true or false, got 1 (int)",
+            "params.review_experiment: expected true or false, got 1 (int)",
         ),
         (
             TEMPLATE + "optional_plugin_components: [a]\n",
-            "optional_plugin_components: expected " "a mapping, got ['a'] (list)",
+            "optional_plugin_components: expected a mapping, got ['a'] (list)",
         ),
         (
             TEMPLATE + "optional_plugin_components:\n  monitor:\n    settings: []\n",
@@ -424,9 +423,13 @@ def test_the_check_does_not_run_properties(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "problem"),
     [
-        ("a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
-            f"{c}: &{c} [{', '.join(['*' + p] * 9)}]\n" for p, c in zip("abcdefgh", "bcdefghi")
-        ), "expands to more than"),  # a "billion laughs" of under 400 bytes
+        (
+            "a: &a [x, x, x, x, x, x, x, x, x]\n"
+            + "".join(
+                f"{c}: &{c} [{', '.join(['*' + p] * 9)}]\n" for p, c in zip("abcdefgh", "bcdefghi")
+            ),
+            "expands to more than",
+        ),  # a "billion laughs" of under 400 bytes
         ("a: " + "[" * 5000 + "]" * 5000 + "\n", "nested deeper than"),
         ("params:\n  cuda_devices: [" + "9" * 5000 + "]\n", "a value cannot be read"),
         ("a: 1\n" + "#" * (2 * 1024 * 1024), "larger than"),

@@ -88,7 +88,7 @@ class UnimplementedBase:
 
 
 class NoTarget:
-    sample_shape = [1]
+    sample_shape = (1,)
     dataset_description = ""
 
 
@@ -516,7 +516,9 @@ def test_a_zero_d_numpy_array_is_not_a_shape() -> None:
     assert info_for(PlainAttributes([np.array(28)], [1])).sample_shape == ["28"]
 
 
-@pytest.mark.parametrize("huge", [["x" * 10_000_000] * 3, b"\xff" * 50_000_000], ids=["str", "bytes"])
+@pytest.mark.parametrize(
+    "huge", [["x" * 10_000_000] * 3, b"\xff" * 50_000_000], ids=["str", "bytes"]
+)
 def test_a_huge_value_is_described_briefly(huge: object) -> None:
     # an error message must not hold (or build) its whole repr
     with pytest.raises(ShardDescriptorError) as caught:

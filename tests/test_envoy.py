@@ -49,8 +49,11 @@ async def test_health_loop_survives_outages_and_reregisters(
     stepper = Stepper()
     async with LocalDirector(sample_shape=SAMPLE_SHAPE, target_shape=TARGET_SHAPE) as director:
         async with AsyncShardDirectorClient(
-            director_host=director.host, director_port=director.port, shard_name="s1",
-            tls=False, retry=None,
+            director_host=director.host,
+            director_port=director.port,
+            shard_name="s1",
+            tls=False,
+            retry=None,
         ) as client:
             envoy = Envoy(client, descriptor=Descriptor(), workdir=tmp_path, sleep=stepper.sleep)
             await envoy.register()
@@ -84,11 +87,20 @@ async def test_health_checks_go_on_without_gpu_readings(
     stepper = Stepper()
     async with LocalDirector(sample_shape=SAMPLE_SHAPE, target_shape=TARGET_SHAPE) as director:
         async with AsyncShardDirectorClient(
-            director_host=director.host, director_port=director.port, shard_name="s1",
-            tls=False, retry=None,
+            director_host=director.host,
+            director_port=director.port,
+            shard_name="s1",
+            tls=False,
+            retry=None,
         ) as client:
-            envoy = Envoy(client, descriptor=Descriptor(), cuda_devices=[0], workdir=tmp_path,
-                          monitor=BrokenGpus(), sleep=stepper.sleep)  # type: ignore[arg-type]  # a stand-in monitor
+            envoy = Envoy(
+                client,
+                descriptor=Descriptor(),
+                cuda_devices=[0],
+                workdir=tmp_path,
+                monitor=BrokenGpus(),  # type: ignore[arg-type]  # a stand-in monitor
+                sleep=stepper.sleep,
+            )
             await envoy.register()
             with caplog.at_level(logging.WARNING, logger="shardclient.envoy"):
                 async with anyio.create_task_group() as group:

@@ -13,7 +13,6 @@ import hashlib
 import importlib.util
 import io
 import json
-import os
 import shutil
 import sys
 import zipfile
@@ -26,9 +25,9 @@ import anyio
 import pytest
 
 from shardclient import AsyncShardDirectorClient
+from shardclient._envoy import Envoy
 from shardclient._experiment import Approver, ExperimentSettings, Mode
 from shardclient._handled import HandledExperiments, Outcome
-from shardclient._envoy import Envoy
 from shardclient.testing import LocalDirector
 from tests.conftest import SAMPLE_SHAPE, TARGET_SHAPE, Descriptor
 
@@ -108,22 +107,26 @@ async def serving(
     workdir.mkdir(exist_ok=True)
     async with LocalDirector(
         sample_shape=SAMPLE_SHAPE, target_shape=TARGET_SHAPE, health_check_period=1
-    ) as director:
-        async with AsyncShardDirectorClient(
-            director_host=director.host, director_port=director.port, shard_name="s1",
-            tls=False, retry=None,
-        ) as client:  # fmt: skip
-            experiment_settings = ExperimentSettings(
-                mode=Mode.COLLABORATOR, workdir=workdir, shard_name="s1", envoy_config=config,
-                collaborator_command=(sys.executable, str(stand_in)),
-                **settings,  # type: ignore[arg-type]  # the test's keyword settings
-            )  # fmt: skip
-            envoy = Envoy(client, descriptor=Descriptor(), workdir=workdir,
-                          settings=experiment_settings, approve=approve)
-            async with anyio.create_task_group() as group:
-                group.start_soon(envoy.serve)
-                yield Setup(director, envoy, workdir, record)
-                group.cancel_scope.cancel()
+    ) as director, AsyncShardDirectorClient(
+        director_host=director.host, director_port=director.port, shard_name="s1",
+        tls=False, retry=None,
+    ) as client:  # fmt: skip
+        experiment_settings = ExperimentSettings(
+            mode=Mode.COLLABORATOR, workdir=workdir, shard_name="s1", envoy_config=config,
+            collaborator_command=(sys.executable, str(stand_in)),
+            **settings,  # type: ignore[arg-type]  # the test's keyword settings
+        )  # fmt: skip
+        envoy = Envoy(
+            client,
+            descriptor=Descriptor(),
+            workdir=workdir,
+            settings=experiment_settings,
+            approve=approve,
+        )
+        async with anyio.create_task_group() as group:
+            group.start_soon(envoy.serve)
+            yield Setup(director, envoy, workdir, record)
+            group.cancel_scope.cancel()
 
 
 async def test_the_collaborator_runs_in_the_unpacked_workspace(
@@ -237,8 +240,10 @@ async def test_hostile_names_are_refused_and_the_envoy_serves_on(
         setup.director.submit_experiment("fine", archive(), ["s1"])
         await until(lambda: setup.outcome("fine") is Outcome.SUCCEEDED, "the next one")
     assert [f.experiment_name for f in setup.director.failures] == hostile
-    assert all("the envoy refuses an experiment name" in f.error_description
-               for f in setup.director.failures)
+    assert all(
+        "the envoy refuses an experiment name" in f.error_description
+        for f in setup.director.failures
+    )
     assert len(setup.runs()) == 1
 
 
@@ -249,8 +254,10 @@ async def test_stopping_the_envoy_stops_the_collaborator_and_reports_it(
         setup.director.submit_experiment("long", archive(plan="hang: true\n"), ["s1"])
         await until(lambda: len(setup.runs()) == 1, "the collaborator to start")
     (run,) = setup.runs()
-    assert not Path(f"/proc/{run['pid']}").exists() or "Z" in Path(
-        f"/proc/{run['pid']}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    assert (
+        not Path(f"/proc/{run['pid']}").exists()
+        or "Z" in Path(f"/proc/{run['pid']}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    )
     (failure,) = setup.director.failures
     assert "stopped during the experiment" in failure.error_description
     assert setup.outcome("long") is Outcome.FAILED
@@ -287,8 +294,13 @@ async def test_requirements_go_into_an_environment_of_the_experiment_own(
     requirements = f"--no-index\n--find-links {wheels}\ntinypkg==1.0\n"
     async with serving(tmp_path, monkeypatch, install_requirements=True) as setup:
         setup.director.submit_experiment("deps", archive(requirements=requirements), ["s1"])
-        await until(lambda: setup.outcome("deps") is not None and
-                    setup.outcome("deps") is not Outcome.RUNNING, "the experiment", timeout=120)
+        await until(
+            lambda: (
+                setup.outcome("deps") is not None and setup.outcome("deps") is not Outcome.RUNNING
+            ),
+            "the experiment",
+            timeout=120,
+        )
     assert setup.outcome("deps") is Outcome.SUCCEEDED, setup.director.failures
     (run,) = setup.runs()
     environment = setup.workdir / "experiments" / "deps" / "env"
@@ -350,7 +362,9 @@ async def test_a_local_failure_fails_the_experiment_and_the_envoy_serves_on(
         await until(lambda: setup.outcome("fine") is Outcome.SUCCEEDED, "the next one")
     first, second = setup.director.failures
     assert "longer than 255 bytes" in first.error_description
-    assert "could not handle the experiment: OSError: [Errno 28] No space" in second.error_description
+    assert (
+        "could not handle the experiment: OSError: [Errno 28] No space" in second.error_description
+    )
     assert "stopped" not in second.error_description
 
 

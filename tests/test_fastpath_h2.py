@@ -5,6 +5,7 @@ one warning; on the tested versions (.ci/constraints.txt) both paths must be on.
 from __future__ import annotations
 
 import importlib.metadata
+import itertools
 import logging
 import re
 import types
@@ -92,11 +93,14 @@ def _drain(buffer: FrameBuffer, pieces: list[bytes]) -> list[object]:
 
 
 @settings(max_examples=300)
-@given(wire=_wire, cuts=st.lists(st.integers(0, 2000), max_size=6), max_frame=st.sampled_from(
-    [16384, 64]))
+@given(
+    wire=_wire,
+    cuts=st.lists(st.integers(0, 2000), max_size=6),
+    max_frame=st.sampled_from([16384, 64]),
+)
 def test_quiet_buffer_yields_what_h2_yields(wire: bytes, cuts: list[int], max_frame: int) -> None:
     points = sorted({c % (len(wire) + 1) for c in cuts} | {0, len(wire)})
-    pieces = [wire[a:b] for a, b in zip(points, points[1:])]
+    pieces = [wire[a:b] for a, b in itertools.pairwise(points)]
     plain, quiet = FrameBuffer(server=False), _compat.QuietFrameBuffer(server=False)
     plain.max_frame_size = quiet.max_frame_size = max_frame
     assert _drain(quiet, pieces) == _drain(plain, pieces)
@@ -204,7 +208,9 @@ def test_a_structural_mismatch_falls_back_with_one_warning(
     # stream state (only _compat's view of the classes is changed)
     monkeypatch.setattr(_compat, "H2Connection", lambda: types.SimpleNamespace())
     monkeypatch.setattr(_compat, "_tuning_problem", False)  # checked afresh
-    assert _compat.channel_tuning_problem() == "H2Connection.incoming_buffer is not an h2 FrameBuffer"
+    assert (
+        _compat.channel_tuning_problem() == "H2Connection.incoming_buffer is not an h2 FrameBuffer"
+    )
     assert _compat._check_stream(types.SimpleNamespace()) == "no SimpleNamespace._stream"  # type: ignore[arg-type]  # a stream without grpclib's state
     monkeypatch.setattr(_compat, "_stream_problem", "no Stream._wrapper")
     caplog.set_level(logging.WARNING, logger="shardclient")
@@ -246,8 +252,13 @@ _SCRIPTS = {
 
 async def _outcome(port: int, dest: Path) -> tuple[object, ...]:
     client = AsyncShardDirectorClient(
-        director_host="127.0.0.1", director_port=port, shard_name="s1", tls=False,
-        timeout=2, retry=None, max_message_size=MiB + MiB // 2,
+        director_host="127.0.0.1",
+        director_port=port,
+        shard_name="s1",
+        tls=False,
+        timeout=2,
+        retry=None,
+        max_message_size=MiB + MiB // 2,
     )
     try:
         async with client:

@@ -344,7 +344,10 @@ class _RaisingSequence(Sequence[int]):
         ([0, True], r"^indices\[1\] must be an int, got True \(bool\)$"),
         ([0, 1.0], r"^indices\[1\] must be an int, got 1.0 \(float\)$"),
         ({0: 1}, r"^indices must be a sequence of CUDA indices, got \{0: 1\} \(dict\)$"),
-        (_RaisingSequence(), r"^indices must be a sequence of CUDA indices, got .*_RaisingSequence"),
+        (
+            _RaisingSequence(),
+            r"^indices must be a sequence of CUDA indices, got .*_RaisingSequence",
+        ),
     ],
 )
 def test_indices_that_are_not_ints_name_the_entry(indices: object, message: str) -> None:
@@ -355,5 +358,8 @@ def test_indices_that_are_not_ints_name_the_entry(indices: object, message: str)
 def test_indices_may_be_any_iterable_of_ints() -> None:
     np = pytest.importorskip("numpy")
     with monitor(two_gpus()) as mon:
-        assert [d.index for d in mon.devices(np.array([1, 0]))] == [1, 0]  # an ndarray, as users pass
+        assert [d.index for d in mon.devices(np.array([1, 0]))] == [
+            1,
+            0,
+        ]  # an ndarray, as users pass
         assert [d.index for d in mon.devices((0,))] == [0]

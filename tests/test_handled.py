@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from shardclient._handled import STATE_FILE, HandledExperiments, Outcome
 from shardclient._errors import EnvoyStateError
+from shardclient._handled import STATE_FILE, HandledExperiments, Outcome
 
 
 def test_outcomes_survive_a_restart_and_can_be_forgotten(tmp_path: Path) -> None:
@@ -33,8 +33,10 @@ def test_outcomes_survive_a_restart_and_can_be_forgotten(tmp_path: Path) -> None
         ('{"format": 2, "experiments": []}', "not a shardclient state file"),
         ('{"format": 1, "experiments": {}}', "'experiments' is not a list"),
         ('{"format": 1, "experiments": [{"name": 1}]}', r"experiments\[0\].name"),
-        ('{"format": 1, "experiments": [{"name": "a", "outcome": "won", "detail": "", "at": 1}]}',
-         "outcome 'won' is unknown"),
+        (
+            '{"format": 1, "experiments": [{"name": "a", "outcome": "won", "detail": "", "at": 1}]}',
+            "outcome 'won' is unknown",
+        ),
         (b"\xff\xfe", "cannot read it"),
     ],
 )

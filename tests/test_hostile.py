@@ -18,8 +18,8 @@ from shardclient import (
     DirectorUnavailableError,
     RetryPolicy,
     StaticShardDescriptor,
+    _compat,
 )
-from shardclient import _compat
 from tests.hostile import (
     HTTP1_REPLY,
     H2Script,
@@ -78,9 +78,8 @@ async def _download(client: AsyncShardDirectorClient, dest: Path) -> None:
 async def test_honest_stream_downloads(read_path: bool, dest: Path) -> None:
     payload = b"abc" * 1000
     script = H2Script(body=chunk(payload) + chunk(b"tail"))
-    async with HostileServer(h2_server(script)) as server:
-        async with _client(server) as client:
-            result = await client.download_experiment("exp", dest)
+    async with HostileServer(h2_server(script)) as server, _client(server) as client:
+        result = await client.download_experiment("exp", dest)
     assert result.size == len(payload) + 4
     assert result.path.read_bytes() == payload + b"tail"
 
@@ -124,7 +123,9 @@ async def test_garbage_instead_of_http2(
 async def test_long_poll_against_garbage_ends() -> None:
     async with HostileServer(garbage(HTTP1_REPLY)) as server:
         policy = RetryPolicy(max_attempts=5, initial_delay=0, max_delay=0, jitter=0)
-        async with _client(server, retry=policy, keepalive_time=0.2, keepalive_timeout=0.3) as client:
+        async with _client(
+            server, retry=policy, keepalive_time=0.2, keepalive_timeout=0.3
+        ) as client:
             with anyio.fail_after(LIMIT), pytest.raises(DirectorProtocolError, match="HTTP/1"):
                 await client.wait_experiment()
 
@@ -176,10 +177,9 @@ OVERLONG_VARINT = b"\x08" + b"\xff" * 11  # field 1, a varint longer than 10 byt
 
 async def test_malformed_reply_to_a_unary_call() -> None:
     script = H2Script(body=grpc_frame(OVERLONG_VARINT))
-    async with HostileServer(h2_server(script)) as server:
-        async with _client(server) as client:
-            with anyio.fail_after(LIMIT), pytest.raises(DirectorProtocolError, match="malformed"):
-                await client.wait_experiment()
+    async with HostileServer(h2_server(script)) as server, _client(server) as client:
+        with anyio.fail_after(LIMIT), pytest.raises(DirectorProtocolError, match="malformed"):
+            await client.wait_experiment()
 
 
 async def test_malformed_chunk(read_path: bool, dest: Path) -> None:
@@ -191,16 +191,21 @@ async def test_malformed_chunk(read_path: bool, dest: Path) -> None:
 
 
 async def test_silent_server_unary_call_times_out() -> None:
-    async with HostileServer(silent) as server:
-        async with _client(server, timeout=0.3) as client:
-            with anyio.fail_after(LIMIT), pytest.raises(DirectorTimeoutError):
-                await client.send_health_check(envoy_name="s1", is_experiment_running=False)
+    async with HostileServer(silent) as server, _client(server, timeout=0.3) as client:
+        with anyio.fail_after(LIMIT), pytest.raises(DirectorTimeoutError):
+            await client.send_health_check(envoy_name="s1", is_experiment_running=False)
 
 
 async def test_silent_server_long_poll_is_ended_by_keepalive() -> None:
     async with HostileServer(silent) as server:
         async with _client(server, keepalive_time=0.2, keepalive_timeout=0.3) as client:
-            with anyio.fail_after(LIMIT), pytest.raises(DirectorUnavailableError, match=r"stopped answering \(a keepalive ping went unanswered for 0.3 s\)"):
+            with (
+                anyio.fail_after(LIMIT),
+                pytest.raises(
+                    DirectorUnavailableError,
+                    match=r"stopped answering \(a keepalive ping went unanswered for 0.3 s\)",
+                ),
+            ):
                 await client.wait_experiment()
 
 
@@ -255,9 +260,8 @@ async def test_goaway_then_the_call_s_status_is_a_lost_connection() -> None:
     """gRPC C-core's too_many_pings: GOAWAY, then the call's trailers, which h2 refuses (h2
     closed its state): the director closed the connection, a retryable loss."""
     script = H2Script(body=b"", then="goaway")
-    async with HostileServer(h2_server(script)) as server:
-        async with _client(server) as client:
-            with anyio.fail_after(LIMIT), pytest.raises(DirectorUnavailableError) as caught:
-                await client.wait_experiment()
+    async with HostileServer(h2_server(script)) as server, _client(server) as client:
+        with anyio.fail_after(LIMIT), pytest.raises(DirectorUnavailableError) as caught:
+            await client.wait_experiment()
     assert "GOAWAY" in str(caught.value)
     assert not isinstance(caught.value, DirectorProtocolError)

@@ -86,7 +86,6 @@ class Stalling(DirectorBase):
 def stalling() -> Iterator[tuple[Stalling, int]]:
     service = Stalling()
     with start_blocking_portal() as portal:
-
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
@@ -239,7 +238,7 @@ def test_results_errors_and_stopping() -> None:
     def call() -> None:
         try:
             loop.run(forever())
-        except BaseException as exc:  # noqa: BLE001 - recorded for the assertion
+        except BaseException as exc:
             outcome.append(exc)
 
     caller = threading.Thread(target=call)

@@ -30,9 +30,19 @@ def test_peak_rss_growth_while_downloading_256_mib(tmp_path: Path) -> None:
         director.submit_experiment("warmup", os.urandom(3 * CHUNK_SIZE), ["s1"])
         director.submit_experiment("big", archive, ["s1"])
         probe = subprocess.run(
-            [sys.executable, str(Path(__file__).with_name("rss_probe.py")),
-             director.host, str(director.port), str(dest), "warmup", "big"],
-            capture_output=True, text=True, timeout=300, check=False,
+            [
+                sys.executable,
+                str(Path(__file__).with_name("rss_probe.py")),
+                director.host,
+                str(director.port),
+                str(dest),
+                "warmup",
+                "big",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
         )
     assert probe.returncode == 0, probe.stderr
     report = json.loads(probe.stdout)

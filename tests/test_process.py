@@ -33,7 +33,9 @@ async def _run(tmp_path: Path, script: str, **kwargs: float) -> tuple[int, str]:
 
 
 async def test_exit_code_and_output_tail(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    script = "import sys; print('to stdout'); sys.stderr.write('x' * 5000 + '\\nboom\\n'); sys.exit(3)"
+    script = (
+        "import sys; print('to stdout'); sys.stderr.write('x' * 5000 + '\\nboom\\n'); sys.exit(3)"
+    )
     with caplog.at_level(logging.INFO, logger="shardclient.experiment"):
         code, tail = await _run(tmp_path, script)
     assert code == 3
@@ -93,7 +95,7 @@ async def test_a_flood_of_output_is_skipped_in_the_log_not_waited_for(
 ) -> None:
     script = "import sys\nfor _ in range(20000): sys.stdout.write('y' * 200 + '\\n')\nsys.exit(1)"
     with caplog.at_level(logging.INFO, logger="shardclient.experiment"):
-        code, tail = await _run(tmp_path, script)
+        code, _ = await _run(tmp_path, script)
     assert code == 1
     assert (tmp_path / "out.log").stat().st_size == 20000 * 201  # the file has all of it
     mirrored = [r for r in caplog.records if r.getMessage().startswith("exp: yyy")]

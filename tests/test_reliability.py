@@ -31,6 +31,7 @@ from shardclient import (
     ShardNotFoundError,
     archive_filename,
 )
+from shardclient._retry import call_with_retry
 from shardclient.messages import (
     DirectorBase,
     ExperimentData,
@@ -38,7 +39,6 @@ from shardclient.messages import (
     UpdateEnvoyStatusRequest,
     UpdateEnvoyStatusResponse,
 )
-from shardclient._retry import call_with_retry
 from shardclient.testing import CHUNK_SIZE, LocalDirector
 from tests.conftest import SAMPLE_SHAPE, TARGET_SHAPE, Descriptor
 
@@ -91,9 +91,10 @@ async def test_unavailable_is_retried_with_one_warning_each(
             director_host="127.0.0.1", director_port=port, shard_name="s1", tls=False, retry=FAST
         ) as client:
             with caplog.at_level(logging.WARNING, logger="shardclient.retry"):
-                assert await client.send_health_check(
-                    envoy_name="s1", is_experiment_running=False
-                ) == 3
+                assert (
+                    await client.send_health_check(envoy_name="s1", is_experiment_running=False)
+                    == 3
+                )
     finally:
         server.close()
         await server.wait_closed()
@@ -167,8 +168,7 @@ async def test_total_timeout_counts_from_the_first_attempt() -> None:
         await anyio.sleep(0.05)  # longer than the whole budget: no second attempt may start
         raise DirectorUnavailableError("refused", address="here:1")
 
-    policy = RetryPolicy(max_attempts=5, initial_delay=0, max_delay=0, jitter=0,
-                         total_timeout=0.01)
+    policy = RetryPolicy(max_attempts=5, initial_delay=0, max_delay=0, jitter=0, total_timeout=0.01)
     with pytest.raises(DirectorUnavailableError):
         await call_with_retry(policy, "Op", call)
     assert attempts == 1
@@ -188,15 +188,24 @@ async def test_a_first_attempt_that_succeeds_runs_once() -> None:
 
 
 def test_retry_policy_rejects_bad_values() -> None:
-    for bad in ({"max_attempts": 0}, {"initial_delay": -1}, {"multiplier": 0.5},
-                {"total_timeout": 0}, {"jitter": float("inf")}, {"max_attempts": True}):
+    for bad in (
+        {"max_attempts": 0},
+        {"initial_delay": -1},
+        {"multiplier": 0.5},
+        {"total_timeout": 0},
+        {"jitter": float("inf")},
+        {"max_attempts": True},
+    ):
         with pytest.raises(ValueError, match=next(iter(bad))):
             RetryPolicy(**bad)
 
 
 def test_sync_client_survives_a_director_restart(director: LocalDirector) -> None:
     with ShardDirectorClient(
-        director_host=director.host, director_port=director.port, shard_name="s1", tls=False,
+        director_host=director.host,
+        director_port=director.port,
+        shard_name="s1",
+        tls=False,
         retry=FAST,
     ) as client:
         assert client.report_shard_info(Descriptor(), [])
@@ -213,20 +222,30 @@ def test_a_connection_closed_between_calls_costs_at_most_one_retry(
     # arrived writes into the dying connection once, and the one retry reconnects.
     one_retry = RetryPolicy(max_attempts=2, initial_delay=0, max_delay=0, jitter=0)
     with ShardDirectorClient(
-        director_host=director.host, director_port=director.port, shard_name="s1", tls=False,
+        director_host=director.host,
+        director_port=director.port,
+        shard_name="s1",
+        tls=False,
         retry=one_retry,
     ) as client:
         assert client.report_shard_info(Descriptor(), [])
         director.restart_sync()  # the connection is closed between two calls
-        assert client.send_health_check(
-            envoy_name="s1", is_experiment_running=False, raise_on_failure=True
-        ) == 7
+        assert (
+            client.send_health_check(
+                envoy_name="s1", is_experiment_running=False, raise_on_failure=True
+            )
+            == 7
+        )
 
 
 def test_long_poll_survives_a_director_restart(director: LocalDirector) -> None:
     with ShardDirectorClient(
-        director_host=director.host, director_port=director.port, shard_name="s1", tls=False,
-        retry=PATIENT, keepalive_time=0.05,
+        director_host=director.host,
+        director_port=director.port,
+        shard_name="s1",
+        tls=False,
+        retry=PATIENT,
+        keepalive_time=0.05,
     ) as client:
         client.report_shard_info(Descriptor(), [])
         waited: list[str] = []
@@ -244,17 +263,20 @@ def test_long_poll_survives_a_director_restart(director: LocalDirector) -> None:
 @pytest.mark.anyio
 async def test_async_client_survives_a_director_restart() -> None:
     local = LocalDirector(sample_shape=SAMPLE_SHAPE, target_shape=TARGET_SHAPE)
-    async with local:
-        async with AsyncShardDirectorClient(
-            director_host=local.host, director_port=local.port, shard_name="s1", tls=False,
+    async with (
+        local,
+        AsyncShardDirectorClient(
+            director_host=local.host,
+            director_port=local.port,
+            shard_name="s1",
+            tls=False,
             retry=FAST,
-        ) as client:
-            assert await client.report_shard_info(Descriptor(), [])
-            await local.stop()
-            await local.start()
-            assert await client.send_health_check(
-                envoy_name="s1", is_experiment_running=False
-            ) == 60
+        ) as client,
+    ):
+        assert await client.report_shard_info(Descriptor(), [])
+        await local.stop()
+        await local.start()
+        assert await client.send_health_check(envoy_name="s1", is_experiment_running=False) == 60
 
 
 # -- downloads ------------------------------------------------------------------------
@@ -283,9 +305,7 @@ def test_download_is_verified_and_atomic(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["exp.zip"]
 
 
-def test_failed_download_leaves_nothing(
-    client: ShardDirectorClient, tmp_path: Path
-) -> None:
+def test_failed_download_leaves_nothing(client: ShardDirectorClient, tmp_path: Path) -> None:
     (tmp_path / "exp.zip").write_bytes(b"previous")
     with pytest.raises(DirectorRPCError):
         client.download_experiment("exp", tmp_path)
@@ -390,7 +410,9 @@ def test_long_poll_ends_when_the_director_stops_answering(
         ) as client, caplog.at_level(logging.INFO, logger="shardclient"):  # fmt: skip
             client.report_shard_info(Descriptor(), [])
             os.kill(process.pid, signal.SIGSTOP)
-            with pytest.raises(DirectorUnavailableError, match="stopped answering .*keepalive ping"):
+            with pytest.raises(
+                DirectorUnavailableError, match="stopped answering .*keepalive ping"
+            ):
                 client.wait_experiment()
         assert caplog.text.count("polling again") == 1  # once, then the budget ended it
     finally:

@@ -47,7 +47,10 @@ def test_summary_shows_aggregator_rounds_tasks_adapter_and_requirements(tmp_path
     assert "rounds         3" in text
     assert "aggregated_model_validation, train, locally_tuned_model_validation" in text
     assert "np_adapter.NumpyAdapter" in text
-    assert "requirements   2, not installed (install_requirements is off): numpy==2.0.2, openfl==1.6" in text
+    assert (
+        "requirements   2, not installed (install_requirements is off): numpy==2.0.2, openfl==1.6"
+        in text
+    )
     assert "model.py" in text and "plan/" in text
 
 
@@ -71,7 +74,9 @@ def test_missing_or_broken_plan_is_a_note_not_an_error(tmp_path: Path) -> None:
         f"{c}: &{c} [{', '.join(['*' + p] * 10)}]\n" for p, c in zip("abcdef", "bcdefg")
     )
     (tmp_path / "ws" / "plan" / "plan.yaml").write_text(bomb)
-    text = summarize_workspace(tmp_path / "ws", "e").render(shard_name="s", install_requirements=True)
+    text = summarize_workspace(tmp_path / "ws", "e").render(
+        shard_name="s", install_requirements=True
+    )
     assert "plan/plan.yaml cannot be read: expands to more than" in text
 
 
@@ -94,7 +99,7 @@ def test_a_terminal_answer_is_read(tmp_path: Path) -> None:
             os.write(primary, typed)
             if not typed:
                 os.write(primary, b"\x04")  # end of input on a terminal
-            with open(secondary, "r", closefd=False) as tty:
+            with open(secondary, closefd=False) as tty:
                 out = io.StringIO()
                 assert ask_on_terminal("Run it?", stdin=tty, stdout=out) is expected, typed
             assert out.getvalue().startswith("Run it? [y/N] ")

@@ -10,6 +10,7 @@ must give the same size and bytes, in pieces, or the same error.
 
 from __future__ import annotations
 
+import itertools
 from typing import cast
 
 import pytest
@@ -19,8 +20,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shardclient import _compat
-from shardclient._wire import check_message
 from shardclient._download import RawChunk
+from shardclient._wire import check_message
 from shardclient.messages import ExperimentData
 
 pytestmark = pytest.mark.anyio
@@ -42,7 +43,7 @@ class _RawStream:
 
 def _split(body: bytes, cuts: list[int]) -> list[bytes]:
     points = sorted({c % (len(body) + 1) for c in cuts} | {0, len(body)})
-    return [body[a:b] for a, b in zip(points, points[1:]) if b > a]
+    return [body[a:b] for a, b in itertools.pairwise(points) if b > a]
 
 
 async def _decode(pieces: list[bytes], length: int) -> ExperimentData:
@@ -58,7 +59,7 @@ async def _decode_raw(pieces: list[bytes], length: int) -> RawChunk:
 def _state(message: ExperimentData) -> dict[str, object]:
     try:
         serialized: object = bytes(message)
-    except Exception as exc:  # noqa: BLE001  # betterproto keeps e.g. an int in npbytes
+    except Exception as exc:  # betterproto keeps e.g. an int in npbytes
         serialized = type(exc)
     return {k: v for k, v in vars(message).items() if k != "_group_current"} | {
         "bytes": serialized,
@@ -100,17 +101,15 @@ async def _both(body: bytes, cuts: list[int]) -> None:
     try:
         check_message(body, ExperimentData)
         expected: ExperimentData | Exception = ExperimentData().parse(body)
-    except Exception as exc:  # noqa: BLE001  # the decoder must raise the same
+    except Exception as exc:  # the decoder must raise the same
         expected = exc
     try:
         got: ExperimentData | Exception = await _decode(_split(body, cuts), len(body))
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         got = exc
     try:
-        raw: RawChunk | Exception = await _decode_raw(
-            _split(body, cuts), len(body)
-        )
-    except Exception as exc:  # noqa: BLE001
+        raw: RawChunk | Exception = await _decode_raw(_split(body, cuts), len(body))
+    except Exception as exc:
         raw = exc
     if isinstance(expected, Exception):
         # betterproto's error, wrapped so that the client maps it to DirectorProtocolError
@@ -155,8 +154,16 @@ async def test_arbitrary_bytes_decode_like_betterproto(body: bytes, cuts: list[i
         b"\x12\x03abc\x18\x07",  # an unknown field is kept
         b"\x12\x05abc",  # npbytes longer than the body: betterproto truncates, we refuse
     ],
-    ids=["empty", "canonical", "reversed", "size-only", "empty-npbytes", "repeated",
-         "unknown", "truncated"],
+    ids=[
+        "empty",
+        "canonical",
+        "reversed",
+        "size-only",
+        "empty-npbytes",
+        "repeated",
+        "unknown",
+        "truncated",
+    ],
 )
 async def test_known_shapes(body: bytes) -> None:
     await _both(body, [1, 3])

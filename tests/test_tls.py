@@ -20,8 +20,8 @@ from shardclient import (
 )
 from shardclient._errors import tls_closed_early
 from shardclient._retry import is_retryable
-from shardclient.testing import LocalDirector
 from shardclient._tls import server_ssl_context
+from shardclient.testing import LocalDirector
 from tests.certs import Pki, make_pki
 from tests.conftest import SAMPLE_SHAPE, TARGET_SHAPE, Descriptor
 
@@ -127,9 +127,13 @@ def test_the_verification_reason_and_what_to_check_are_named(
     tls_director: LocalDirector, pki: Pki, tmp_path: Path
 ) -> None:
     other = make_pki(tmp_path / "other", ca_name="some other CA")
-    with _client(tls_director, Pki(ca_cert=other.ca_cert, server=pki.server, client=pki.client)) as client:
-        with pytest.raises(TLSHandshakeError) as caught:
-            client.report_shard_info(Descriptor(), [])
+    with (
+        _client(
+            tls_director, Pki(ca_cert=other.ca_cert, server=pki.server, client=pki.client)
+        ) as client,
+        pytest.raises(TLSHandshakeError) as caught,
+    ):
+        client.report_shard_info(Descriptor(), [])
     # OpenSSL 1.1 writes "self signed", OpenSSL 3 "self-signed"
     assert re.fullmatch(
         f"UpdateShardInfo: TLS with localhost:{tls_director.port} failed: the director's "
@@ -141,16 +145,24 @@ def test_the_verification_reason_and_what_to_check_are_named(
 
 
 def test_plain_client_against_tls_director(tls_director: LocalDirector) -> None:
-    with ShardDirectorClient(
-        director_host="127.0.0.1", director_port=tls_director.port, shard_name="s1", tls=False,
-        retry=None, timeout=5,
-    ) as client:
-        with pytest.raises(ShardClientError, match=f"127.0.0.1:{tls_director.port}"):
-            client.report_shard_info(Descriptor(), [])
+    with (
+        ShardDirectorClient(
+            director_host="127.0.0.1",
+            director_port=tls_director.port,
+            shard_name="s1",
+            tls=False,
+            retry=None,
+            timeout=5,
+        ) as client,
+        pytest.raises(ShardClientError, match=f"127.0.0.1:{tls_director.port}"),
+    ):
+        client.report_shard_info(Descriptor(), [])
 
 
 def test_tls_without_files() -> None:
-    with pytest.raises(TLSConfigurationError, match="root_certificate, private_key and certificate"):
+    with pytest.raises(
+        TLSConfigurationError, match="root_certificate, private_key and certificate"
+    ):
         ShardDirectorClient(director_host="localhost", director_port=1, shard_name="s1")
 
 
@@ -177,8 +189,11 @@ def test_mismatched_key_and_certificate(pki: Pki, tmp_path: Path) -> None:
     other = make_pki(tmp_path / "other")
     with pytest.raises(TLSConfigurationError, match="do not form a valid pair"):
         ShardDirectorClient(
-            director_host="localhost", director_port=1, shard_name="s1",
-            root_certificate=pki.ca_cert, private_key=other.client.key,
+            director_host="localhost",
+            director_port=1,
+            shard_name="s1",
+            root_certificate=pki.ca_cert,
+            private_key=other.client.key,
             certificate=pki.client.cert,
         )
 
@@ -188,8 +203,12 @@ def test_garbage_root_certificate(pki: Pki, tmp_path: Path) -> None:
     junk.write_text("not a certificate")
     with pytest.raises(TLSConfigurationError, match="junk.crt"):
         ShardDirectorClient(
-            director_host="localhost", director_port=1, shard_name="s1",
-            root_certificate=junk, private_key=pki.client.key, certificate=pki.client.cert,
+            director_host="localhost",
+            director_port=1,
+            shard_name="s1",
+            root_certificate=junk,
+            private_key=pki.client.key,
+            certificate=pki.client.cert,
         )
 
 
@@ -205,6 +224,10 @@ def test_encrypted_private_key_is_refused_without_prompting(pki: Pki, tmp_path: 
     )
     with pytest.raises(TLSConfigurationError, match="encrypted.key is encrypted"):
         ShardDirectorClient(
-            director_host="localhost", director_port=1, shard_name="s1",
-            root_certificate=pki.ca_cert, private_key=encrypted, certificate=pki.client.cert,
+            director_host="localhost",
+            director_port=1,
+            shard_name="s1",
+            root_certificate=pki.ca_cert,
+            private_key=encrypted,
+            certificate=pki.client.cert,
         )

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-USER_SCRIPT = '''\
+USER_SCRIPT = """\
 import asyncio
 from pathlib import Path
 
@@ -38,13 +38,17 @@ async def async_envoy(client: AsyncShardDirectorClient) -> str:
 
 
 reveal_type(asyncio.run)
-'''
+"""
 
 
 def _env() -> dict[str, str]:
     """This interpreter's environment, as if activated (pyright finds packages that way)."""
     bin_dir = str(Path(sys.executable).parent)
-    return {**os.environ, "VIRTUAL_ENV": sys.prefix, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    return {
+        **os.environ,
+        "VIRTUAL_ENV": sys.prefix,
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+    }
 
 
 def _run(command: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:

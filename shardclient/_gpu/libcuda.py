@@ -165,7 +165,7 @@ def _main() -> int:
         answer: dict[str, object] = {"uuids": read_gpu_uuids()}
     except LibcudaUnavailable as exc:
         answer = {"error": str(exc)}
-    except Exception as exc:  # ctypes faults short of a crash: report, never hang the parent
+    except Exception as exc:  # noqa: BLE001 - ctypes faults short of a crash: report, never hang the parent
         answer = {"error": f"libcuda query failed: {exc!r}"}
     print(json.dumps(answer))
     return 0

@@ -114,8 +114,8 @@ class GpuMonitor:
     def __init__(
         self,
         *,
-        visible_devices: str | None | FromEnvironment = FROM_ENVIRONMENT,
-        device_order: str | None | FromEnvironment = FROM_ENVIRONMENT,
+        visible_devices: str | FromEnvironment | None = FROM_ENVIRONMENT,
+        device_order: str | FromEnvironment | None = FROM_ENVIRONMENT,
         backend: NvmlBackend | None = None,
         cuda_order: CudaOrder | None = None,
     ) -> None:
@@ -414,7 +414,9 @@ def _checked_indices(indices: object) -> list[int]:
     """``indices`` (any iterable of ints: a list, a tuple, a numpy array) as a list of ints;
     TypeError naming the argument or the entry otherwise."""
     if isinstance(indices, (str, bytes, Mapping)) or not isinstance(indices, Iterable):
-        raise TypeError(f"indices must be a sequence of CUDA indices, got {describe_value(indices)}")
+        raise TypeError(
+            f"indices must be a sequence of CUDA indices, got {describe_value(indices)}"
+        )
     try:
         items = list(itertools.islice(indices, _MAX_INDICES + 1))
     except Exception:  # noqa: BLE001 - whatever a hostile iterable raises names the argument

@@ -126,7 +126,7 @@ class PynvmlBackend:
         code = getattr(exc, "value", NvmlCode.UNKNOWN)
         try:
             reason = str(exc)
-        except Exception:  # str() asks the library, which may be gone
+        except Exception:  # noqa: BLE001 - str() asks the library, which may be gone
             reason = "NVML error"
         return NvmlError(int(code) if isinstance(code, int) else NvmlCode.UNKNOWN, reason)
 

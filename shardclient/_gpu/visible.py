@@ -27,7 +27,6 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Union
 
 __all__ = [
     "Ordinal",
@@ -89,7 +88,7 @@ class MigTriple:
     text: str
 
 
-Entry = Union[Ordinal, GpuUuid, MigUuid, MigTriple]
+Entry = Ordinal | GpuUuid | MigUuid | MigTriple
 
 
 @dataclass(frozen=True)

@@ -109,9 +109,7 @@ class Federation:
         self.envoys.append(envoy)
         return envoy
 
-    def shardclient_envoy(
-        self, name: str, seed: int, *args: str, **params: object
-    ) -> Envoy:
+    def shardclient_envoy(self, name: str, seed: int, *args: str, **params: object) -> Envoy:
         """``shardclient run`` in a folder of its own (envoy config, shard module, work dir)."""
         folder = self._envoy_folder(name, seed, **params)
         command = [
@@ -224,9 +222,7 @@ class Federation:
 
 
 @contextmanager
-def federation(
-    venv: OpenflVenv, folder: Path, *, pki: Pki | None = None
-) -> Iterator[Federation]:
+def federation(venv: OpenflVenv, folder: Path, *, pki: Pki | None = None) -> Iterator[Federation]:
     """A running director (TLS when ``pki`` is given); stops it and every envoy at the end."""
     certs = None
     if pki is not None:

@@ -12,6 +12,7 @@ turn into a skip) when pip could not reach the package registry.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import os
@@ -248,20 +249,18 @@ def _wait_for_port(process: subprocess.Popen[bytes], port: int, log: Path) -> No
         )
 
 
-def stop_process_group(process: subprocess.Popen[bytes], timeout: float = DIRECTOR_STOP_TIMEOUT_S) -> None:
+def stop_process_group(
+    process: subprocess.Popen[bytes], timeout: float = DIRECTOR_STOP_TIMEOUT_S
+) -> None:
     """Terminate a process's group and reap it, whatever state it is in."""
     if process.poll() is None:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
         try:
             process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
     process.wait()
 
 
@@ -326,9 +325,7 @@ def run_director(
     server_key: Path | None = None, server_cert: Path | None = None,
 ) -> Iterator[RunningDirector]:  # fmt: skip
     """Start ``fx director start`` in ``workdir``, yield it once it listens, then stop it."""
-    director = DirectorProcess(
-        venv, workdir, certs, server_key=server_key, server_cert=server_cert
-    )
+    director = DirectorProcess(venv, workdir, certs, server_key=server_key, server_cert=server_cert)
     try:
         yield director.start()
     finally:

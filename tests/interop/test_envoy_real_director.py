@@ -127,7 +127,9 @@ def test_long_poll_with_frequent_keepalive_pings(
         waiter.join(WAIT_EXPERIMENT_DEADLINE_S)
     waiter.join(10)
     cuts = caplog.text.count("the long poll was cut")
-    assert cuts >= 1, f"the pings never got the poll cut; the test exercised nothing:\n{caplog.text}"
+    assert cuts >= 1, (
+        f"the pings never got the poll cut; the test exercised nothing:\n{caplog.text}"
+    )
     if handed_over_then_lost:
         assert len(result) == 1 and isinstance(result[0], DirectorRPCError), result
         assert "round_number" in result[0].details, result

@@ -113,10 +113,14 @@ def test_review_without_a_terminal_refuses_once_and_stays_healthy(
         name = unique("review")
         fed.run_frontend(name, [e.name for e in envoys], no_wait=True)
         for envoy in envoys:
-            fed.wait_for(lambda e=envoy: failure_reports(fed, e.name) >= 1,  # type: ignore[misc]  # default binds the loop variable
-                         f"{envoy.name}'s refusal report")
-            fed.wait_for(lambda e=envoy: "not running it again" in e.log_text(),  # type: ignore[misc]  # default binds the loop variable
-                         f"{envoy.name} asking again")
+            fed.wait_for(
+                lambda e=envoy: failure_reports(fed, e.name) >= 1,  # type: ignore[misc]  # default binds the loop variable
+                f"{envoy.name}'s refusal report",
+            )
+            fed.wait_for(
+                lambda e=envoy: "not running it again" in e.log_text(),  # type: ignore[misc]  # default binds the loop variable
+                f"{envoy.name} asking again",
+            )
         # the envoys stay registered and online, and never review the experiment again
         assert sorted(fed.online([e.name for e in envoys])) == ["env-a", "env-b"]
         log = fed.director_log()
@@ -136,10 +140,14 @@ def test_failed_experiment_is_reported_once_and_the_next_one_trains_after_a_rest
         failing = unique("fails")
         fed.run_frontend(failing, [e.name for e in envoys], fail=True, no_wait=True)
         for envoy in envoys:
-            fed.wait_for(lambda e=envoy: failure_reports(fed, e.name) >= 1,  # type: ignore[misc]  # default binds the loop variable
-                         f"{envoy.name}'s failure report")
-            fed.wait_for(lambda e=envoy: "not running it again" in e.log_text(),  # type: ignore[misc]  # default binds the loop variable
-                         f"{envoy.name} noticing the failed experiment is offered again")
+            fed.wait_for(
+                lambda e=envoy: failure_reports(fed, e.name) >= 1,  # type: ignore[misc]  # default binds the loop variable
+                f"{envoy.name}'s failure report",
+            )
+            fed.wait_for(
+                lambda e=envoy: "not running it again" in e.log_text(),  # type: ignore[misc]  # default binds the loop variable
+                f"{envoy.name} noticing the failed experiment is offered again",
+            )
         assert "failed on purpose" in fed.director_log()  # the error's tail reached the director
 
         # The director keeps offering the failed experiment; the envoys wait, idle: over a
@@ -152,8 +160,10 @@ def test_failed_experiment_is_reported_once_and_the_next_one_trains_after_a_rest
 
         # An envoy restarted meanwhile (by its supervisor) does not run it again either.
         restarted = fed.restart_envoy(envoys[0])
-        fed.wait_for(lambda: restarted.log_text().count("not running it again") >= 2,
-                     "the restarted envoy to recognize the failed experiment")
+        fed.wait_for(
+            lambda: restarted.log_text().count("not running it again") >= 2,
+            "the restarted envoy to recognize the failed experiment",
+        )
         for envoy in (restarted, envoys[1]):
             assert failure_reports(fed, envoy.name) == 1
             assert envoy.log_text().count(f"Experiment {failing} downloaded") == 1
@@ -177,12 +187,15 @@ def test_openfl_envoy_on_our_client_trains_after_director_restarts(
         envoys = [fed.openfl_envoy("ofl-a", seed=1), fed.openfl_envoy("ofl-b", seed=2)]
         names = [e.name for e in envoys]
         for outage in (3 * HEALTH_CHECK_PERIOD_S, RETRY_BUDGET_S + 10):
-            accepted = fed.director_log().count("Director accepted shard for")
+            registered = fed.director_log().count("Director accepted shard for")
+
+            def registered_again(before: int = registered) -> bool:
+                return fed.director_log().count("Director accepted shard for") >= before + 2
+
             fed.director.stop()
             time.sleep(outage)  # the outage itself, not a timing assertion
             fed.director.start()
-            fed.wait_for(lambda: fed.director_log().count("Director accepted shard for")
-                         >= accepted + 2, "both envoys to register again")
+            fed.wait_for(registered_again, "both envoys to register again")
             result = fed.run_frontend(unique("after-outage"), names)
             assert_trained(result, names)
         for envoy in envoys:

@@ -175,9 +175,8 @@ def test_health_check_from_unregistered_shard_raises_shard_not_found(
     any_director: RunningDirector,
 ) -> None:
     name = unique("never-registered")
-    with sync_client(any_director, name) as client:
-        with pytest.raises(ShardNotFoundError) as caught:
-            client.send_health_check(envoy_name=name, is_experiment_running=False)
+    with sync_client(any_director, name) as client, pytest.raises(ShardNotFoundError) as caught:
+        client.send_health_check(envoy_name=name, is_experiment_running=False)
     assert caught.value.shard_name == name
     assert f"Unknown shard {name}" in str(caught.value)
 

@@ -72,8 +72,9 @@ def build_tasks(fail: bool) -> TaskInterface:
     tasks = TaskInterface()
 
     @tasks.add_kwargs(lr=0.5, epochs=20)
-    @tasks.register_fl_task(model="model", data_loader="train_loader", device="device",
-                            optimizer="optimizer")
+    @tasks.register_fl_task(
+        model="model", data_loader="train_loader", device="device", optimizer="optimizer"
+    )
     def train(model, train_loader, optimizer, device, lr, epochs):
         if fail:
             raise RuntimeError("the train task failed on purpose (federation test)")
@@ -102,7 +103,7 @@ def wait_for_envoys(federation: Federation, expected: list[str], deadline: float
             online = {name for name, info in registry.items() if info["is_online"]}
             if set(expected) <= online:
                 return
-        except Exception as exc:  # noqa: BLE001 - the director's KeyError arrives as an RpcError
+        except Exception as exc:
             registry = {"error": repr(exc)}
         if time.monotonic() > deadline:
             raise SystemExit(f"envoys {expected} not online in time; registry: {registry}")
@@ -152,8 +153,9 @@ def main() -> int:
 
     model = Model()
     initial = {name: value.copy() for name, value in model.params.items()}
-    model_interface = ModelInterface(model=model, optimizer=None,
-                                     framework_plugin="np_adapter.NumpyAdapter")
+    model_interface = ModelInterface(
+        model=model, optimizer=None, framework_plugin="np_adapter.NumpyAdapter"
+    )
     experiment = FLExperiment(federation=federation, experiment_name=args.name)
     experiment.start(
         model_provider=model_interface,
@@ -169,8 +171,12 @@ def main() -> int:
 
     metrics = []
     for metric in federation.dir_client.stream_metrics(args.name):
-        metrics.append({key: metric[key] for key in
-                        ("round", "metric_origin", "task_name", "metric_name", "metric_value")})
+        metrics.append(
+            {
+                key: metric[key]
+                for key in ("round", "metric_origin", "task_name", "metric_name", "metric_value")
+            }
+        )
     status = experiment.get_experiment_status()
     while status not in ("finished", "failed") and time.monotonic() < deadline:
         time.sleep(1)
