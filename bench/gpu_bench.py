@@ -81,11 +81,11 @@ def main() -> int:
     backend: NvmlBackend | None = None
     raw_nvml: Any = None
     if args.fake:
-        from tests.test_gpu_fakes import FakeNvml
+        from tests.helpers.gpu import FakeNvml
 
         fake = FakeNvml()
         backend = fake
-        label = "fake H200 (tests/test_gpu_fakes.py): validates the code path, not NVML's cost"
+        label = "fake H200 (tests/helpers/gpu.py): validates the code path, not NVML's cost"
     else:
         try:
             import pynvml

@@ -41,7 +41,7 @@ if pip_install -e . "${tools[@]}" || pip_install --no-build-isolation -e . "${to
 else
     echo "editable install failed: installing the dependencies, importing from the tree"
     pip_install 'betterproto==2.0.0b7' 'grpclib>=0.4.7,<0.5' 'h2>=4.1,<5' 'anyio>=4.4,<5' \
-        'tenacity>=8.3,<10' 'PyYAML>=6,<7' 'nvidia-ml-py>=12' "${tools[@]}"
+        'PyYAML>=6,<7' 'nvidia-ml-py>=12' "${tools[@]}"
     export PYTHONPATH="$PWD:$PWD/generated${PYTHONPATH:+:$PYTHONPATH}"
 fi
 check='import shardclient._gpu, pytest, hypothesis, pynvml; print("nvidia-ml-py", pynvml.__file__)'

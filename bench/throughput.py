@@ -69,17 +69,17 @@ class Result:
 def set_variant(name: str) -> None:
     """Switch shardclient's download path: plain (public grpclib API), prefix (the length
     prefix read before the body, no h2 tuning), tuned (everything)."""
-    from shardclient import _compat
-    from shardclient import _download as download
+    from shardclient._client import download
+    from shardclient._client.http2.guards import switches
 
-    _compat.use_fast_path = name != "plain"
-    _compat.use_tuning = name.startswith("tuned")
+    switches.reader = name != "plain"
+    switches.tuning = name.startswith("tuned")
     download.overlap_writes = name != "tuned-sync"
-    _compat.max_frame_size = None if name == "tuned-16k" else 1024 * 1024
+    switches.max_frame_size = None if name == "tuned-16k" else 1024 * 1024
 
 
 async def download_ours(target: Any, folder: Path) -> str:
-    from shardclient._aio import AsyncShardDirectorClient
+    from shardclient._client.interactive_aio import AsyncShardDirectorClient
 
     async with AsyncShardDirectorClient(
         director_host="127.0.0.1", director_port=target.port, shard_name="bench", tls=False
@@ -103,7 +103,7 @@ def download_grpcio(target: Any, folder: Path) -> str:
 
 
 async def health_p50(port: int, count: int) -> float:
-    from shardclient._aio import AsyncShardDirectorClient
+    from shardclient._client.interactive_aio import AsyncShardDirectorClient
 
     async with AsyncShardDirectorClient(
         director_host="127.0.0.1", director_port=port, shard_name="bench", tls=False

@@ -9,16 +9,16 @@ naming the field and the value. Pure functions, no I/O; no openfl import is need
 from __future__ import annotations
 
 import inspect
-import itertools
 import operator
 import re
 from collections.abc import Iterable, Mapping
-from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Final, Protocol, SupportsIndex, TypeAlias, TypedDict, runtime_checkable
 
-from shardclient._errors import ShardDescriptorError, describe_value
-from shardclient._wire import check_outgoing, unencodable
+from shardclient._checks import bounded_items, check_text
+from shardclient._client.wire import check_outgoing
+from shardclient._errors import ShardDescriptorError
+from shardclient._text import describe_value
 from shardclient.messages import CudaDeviceInfo, NodeInfo, ShardInfo
 
 __all__ = [
@@ -43,7 +43,6 @@ MAX_CUDA_DEVICES: Final = 1024
 _UINT64_MAX: Final = 2**64 - 1
 _DIGITS: Final = re.compile(r"[0-9]+")
 _ABSENT: Final = object()
-_NOT_A_SEQUENCE: Final = (str, bytes, bytearray, memoryview, Mapping, AbstractSet)
 
 
 @runtime_checkable
@@ -120,22 +119,8 @@ def _dimension(value: object, where: str) -> int:
 
 
 def _items(value: object, where: str, what: str, limit: int) -> list[object]:
-    """The elements of a sequence-like value, at most ``limit`` of them; a bare
-    str/bytes/int/mapping/set is refused, and so is one whose iteration fails (a 0-d array)."""
-    if value is None or isinstance(value, _NOT_A_SEQUENCE) or not isinstance(value, Iterable):
-        raise ShardDescriptorError(
-            f"{where}: expected a sequence of {what}, got {describe_value(value)}"
-        )
-    try:
-        items = list(itertools.islice(value, limit + 1))
-    except Exception as exc:  # noqa: BLE001 - whatever its __iter__ raises names the field
-        raise ShardDescriptorError(
-            f"{where}: expected a sequence of {what}, got {describe_value(value)} "
-            f"(iterating it raised {describe_value(exc)})"
-        ) from None
-    if len(items) > limit:
-        raise ShardDescriptorError(f"{where}: more than {limit} {what}")
-    return items
+    """The elements of a sequence-like value, at most ``limit`` of them (see bounded_items)."""
+    return bounded_items(value, where=where, what=what, limit=limit, error=_descriptor_error)
 
 
 def _shape(value: object, where: str) -> tuple[int, ...]:
@@ -144,15 +129,12 @@ def _shape(value: object, where: str) -> tuple[int, ...]:
     return tuple(_dimension(item, f"{where}[{i}]") for i, item in enumerate(items))
 
 
+def _descriptor_error(message: str, where: str) -> ShardDescriptorError:
+    return ShardDescriptorError(message)
+
+
 def _description(value: object) -> str:
-    if not isinstance(value, str):
-        raise ShardDescriptorError(
-            f"dataset_description: expected a string, got {describe_value(value)}"
-        )
-    problem = unencodable(value)
-    if problem is not None:
-        raise ShardDescriptorError(f"dataset_description: not valid Unicode text ({problem})")
-    return value
+    return check_text("dataset_description", value, empty=True, error=_descriptor_error)
 
 
 def _n_samples(value: object) -> int | None:
@@ -194,14 +176,7 @@ def _cuda_devices(value: object) -> list[CudaDeviceInfo]:
 
 
 def _shard_name(value: object) -> str:
-    if not isinstance(value, str) or not value:
-        raise ShardDescriptorError(
-            f"shard_name: expected a non-empty string, got {describe_value(value)}"
-        )
-    problem = unencodable(value)
-    if problem is not None:
-        raise ShardDescriptorError(f"shard_name: not valid Unicode text ({problem})")
-    return value
+    return check_text("shard_name", value, error=_descriptor_error)
 
 
 def _read(descriptor: object, name: str) -> object:

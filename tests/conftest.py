@@ -5,31 +5,18 @@ from __future__ import annotations
 import socket
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 from hypothesis import settings
 
 from shardclient.testing import LocalDirector
-from tests.certs import Pki, make_pki
+from tests.helpers.certs import Pki, make_pki
+from tests.helpers.director import PERIOD, SAMPLE_SHAPE, TARGET_SHAPE
 
 # Tests run side by side (pytest -n): a slow example under load is not a failure.
 settings.register_profile("shardclient", deadline=None)
 settings.load_profile("shardclient")
-
-SAMPLE_SHAPE = ["28", "28"]
-TARGET_SHAPE = ["1"]
-PERIOD = 7
-
-
-@dataclass
-class Descriptor:
-    """The smallest OpenFL-style descriptor: int shapes, as OpenFL's dummy one returns."""
-
-    sample_shape: list[int] = field(default_factory=lambda: [28, 28])
-    target_shape: list[int] = field(default_factory=lambda: [1])
-    dataset_description: str = "test shard"
 
 
 @pytest.fixture

@@ -213,11 +213,11 @@ SEQ = "expected a sequence of dimensions, got"
         (PlainAttributes([1], "1"), f"target_shape: {SEQ} '1' (str)"),
         (
             PlainAttributes([1], [1], None),
-            "dataset_description: expected a string, got None (NoneType)",
+            "dataset_description must be a str, got None (NoneType)",
         ),
         (
             PlainAttributes([1], [1], b"x"),
-            "dataset_description: expected a string, got b'x' (bytes)",
+            "dataset_description must be a str, got b'x' (bytes)",
         ),
         (NoTarget(), "target_shape: cannot read it from the descriptor (NoTarget): AttributeError"),
         (
@@ -282,7 +282,7 @@ def test_rejected_cuda_devices(cuda_devices: object, message: str) -> None:
     ("shard_name", "message"), [("", "'' (str)"), (None, "None (NoneType)"), (7, "7 (int)")]
 )
 def test_rejected_shard_name(shard_name: object, message: str) -> None:
-    expected = f"shard_name: expected a non-empty string, got {message}"
+    expected = f"shard_name must be a non-empty str, got {message}"
     with pytest.raises(ShardDescriptorError, match=f"^{re.escape(expected)}$"):
         info_for(OpenFLStyleInts([1], [1]), shard_name=shard_name)
 
@@ -527,7 +527,7 @@ def test_a_huge_value_is_described_briefly(huge: object) -> None:
 
 
 def test_shard_name_with_a_lone_surrogate() -> None:
-    with pytest.raises(ShardDescriptorError, match=r"^shard_name: not valid Unicode text"):
+    with pytest.raises(ShardDescriptorError, match=r"^shard_name is not valid Unicode text"):
         info_for(PlainAttributes([1], [1]), shard_name="envoy-\ud800")
 
 

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import enum
-import itertools
 import logging
 import operator
 import os
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
+from typing import TypeVar
 
-from shardclient._errors import GpuInfoError, describe_value
+from shardclient._checks import bounded_items
+from shardclient._errors import GpuInfoError
 from shardclient._gpu.libcuda import CudaOrder, LibcudaUnavailable, cuda_gpu_uuids
 from shardclient._gpu.nvml import (
     DeviceHandle,
@@ -28,11 +29,14 @@ from shardclient._gpu.visible import (
     parse_visible_devices,
     resolve_visible,
 )
+from shardclient._text import describe_value
 from shardclient.messages import CudaDeviceInfo
 
 __all__ = ["FROM_ENVIRONMENT", "FromEnvironment", "GpuMonitor", "NOT_AVAILABLE"]
 
 _log = logging.getLogger("shardclient.gpu")
+
+T = TypeVar("T")
 
 NOT_AVAILABLE = "N/A"
 """Placeholder for a text field the device does not support; numeric fields become 0."""
@@ -50,6 +54,16 @@ class FromEnvironment(enum.Enum):
 
 
 FROM_ENVIRONMENT = FromEnvironment.FROM_ENVIRONMENT
+
+
+def _unless_unsupported(read: Callable[[], T], default: T) -> T:
+    """``read()``, or ``default`` when the device or driver cannot answer that query."""
+    try:
+        return read()
+    except NvmlError as exc:
+        if exc.code not in _UNSUPPORTED:
+            raise
+        return default
 
 
 def as_text(value: str | bytes) -> str:
@@ -232,12 +246,9 @@ class GpuMonitor:
         backend = self._backend
         try:
             memory = self._memory(target, handle)
-            try:
-                utilization = f"{backend.utilization(handle)}%"
-            except NvmlError as exc:
-                if exc.code not in _UNSUPPORTED:
-                    raise
-                utilization = NOT_AVAILABLE
+            utilization = _unless_unsupported(
+                lambda: f"{backend.utilization(handle)}%", NOT_AVAILABLE
+            )
         except NvmlError as exc:
             raise self._device_error(index, target, "cannot be read", exc) from None
         return CudaDeviceInfo(
@@ -258,12 +269,7 @@ class GpuMonitor:
                 if exc.code not in _UNSUPPORTED:
                     raise
                 target.memory_v2 = False  # unsupported stays unsupported: ask v1 from now on
-        try:
-            return self._backend.memory_v1(handle)
-        except NvmlError as exc:
-            if exc.code not in _UNSUPPORTED:
-                raise
-            return MemoryInfo(0, 0)
+        return _unless_unsupported(lambda: self._backend.memory_v1(handle), MemoryInfo(0, 0))
 
     @staticmethod
     def _device_error(index: int, target: _Target, what: str, exc: NvmlError) -> GpuInfoError:
@@ -284,8 +290,10 @@ class GpuMonitor:
     def _build_visible(self) -> _Visible:
         backend = self._backend
         try:
-            driver = self._system_text(backend.driver_version)
-            cuda = self._system_cuda()
+            driver = _unless_unsupported(lambda: as_text(backend.driver_version()), NOT_AVAILABLE)
+            cuda = _unless_unsupported(
+                lambda: format_cuda_version(backend.cuda_driver_version()), NOT_AVAILABLE
+            )
             count = backend.device_count()
         except NvmlError as exc:
             raise GpuInfoError(f"NVML cannot list the GPUs: {exc}") from None
@@ -303,23 +311,6 @@ class GpuMonitor:
                 len(targets),
             )
         return _Visible(targets, resolution.note, driver, cuda)
-
-    @staticmethod
-    def _system_text(read: Callable[[], str | bytes]) -> str:
-        try:
-            return as_text(read())
-        except NvmlError as exc:
-            if exc.code not in _UNSUPPORTED:
-                raise
-            return NOT_AVAILABLE
-
-    def _system_cuda(self) -> str:
-        try:
-            return format_cuda_version(self._backend.cuda_driver_version())
-        except NvmlError as exc:
-            if exc.code not in _UNSUPPORTED:
-                raise
-            return NOT_AVAILABLE
 
     def _gpu(self, nvml_index: int) -> _Gpu:
         try:
@@ -402,35 +393,28 @@ class GpuMonitor:
         if handle is None:
             return _Target(label, None, NOT_AVAILABLE, error)
         try:
-            name = as_text(self._backend.name(handle))
+            name = _unless_unsupported(lambda: as_text(self._backend.name(handle)), NOT_AVAILABLE)
         except NvmlError as exc:
-            if exc.code not in _UNSUPPORTED:
-                return _Target(label, None, NOT_AVAILABLE, exc)
-            name = NOT_AVAILABLE
+            return _Target(label, None, NOT_AVAILABLE, exc)
         return _Target(label, handle, name)
 
 
 def _checked_indices(indices: object) -> list[int]:
     """``indices`` (any iterable of ints: a list, a tuple, a numpy array) as a list of ints;
     TypeError naming the argument or the entry otherwise."""
-    if isinstance(indices, (str, bytes, Mapping)) or not isinstance(indices, Iterable):
-        raise TypeError(
-            f"indices must be a sequence of CUDA indices, got {describe_value(indices)}"
-        )
-    try:
-        items = list(itertools.islice(indices, _MAX_INDICES + 1))
-    except Exception:  # noqa: BLE001 - whatever a hostile iterable raises names the argument
-        raise TypeError(
-            f"indices must be a sequence of CUDA indices, got {describe_value(indices)}"
-        ) from None
-    if len(items) > _MAX_INDICES:
-        raise TypeError(f"indices: more than {_MAX_INDICES} CUDA indices")
+    items = bounded_items(
+        indices,
+        where="indices",
+        what="CUDA indices",
+        limit=_MAX_INDICES,
+        error=lambda message, _: TypeError(message),
+    )
     checked = []
     for position, index in enumerate(items):
         try:
             if isinstance(index, bool):
                 raise TypeError
-            checked.append(operator.index(index))  # ints and numpy integers
+            checked.append(operator.index(index))  # type: ignore[arg-type]  # ints, numpy ints
         except Exception:  # noqa: BLE001 - not an int, or an __index__ that raises
             raise TypeError(
                 f"indices[{position}] must be an int, got {describe_value(index)}"

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.certs import make_pki
+from tests.helpers.certs import make_pki
 from tests.interop.openfl_director import (
     HOST,
     TLS_ENVOY_NAME,

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.certs import Pki
+from tests.helpers.certs import Pki
 from tests.interop.openfl_director import (
     HOST,
     DirectorProcess,

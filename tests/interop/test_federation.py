@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.certs import make_pki
+from tests.helpers.certs import make_pki
 from tests.interop.federation import HEALTH_CHECK_PERIOD_S, Envoy, Federation, federation
 from tests.interop.openfl_director import HOST, OPENFL_VERSION, WITH_SHARDCLIENT, OpenflVenv
 from tests.interop.test_real_director import unique
@@ -32,7 +32,7 @@ def federation_venv(openfl_venv: OpenflVenv) -> OpenflVenv:
 def test_importing_shardclient_does_not_import_openfl(federation_venv: OpenflVenv) -> None:
     """Where openfl is installed, shardclient (the CLI included) still does not load it:
     only the collaborator child does."""
-    code = "import sys, shardclient, shardclient._cli, shardclient._envoy; print(sorted(m for m in sys.modules if m.startswith('openfl')))"
+    code = "import sys, shardclient, shardclient._cli, shardclient._envoy.envoy; print(sorted(m for m in sys.modules if m.startswith('openfl')))"
     done = subprocess.run([str(federation_venv.python), "-c", code], capture_output=True,
                           text=True, check=True)  # fmt: skip
     assert done.stdout.strip() == "[]"

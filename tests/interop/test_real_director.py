@@ -25,7 +25,7 @@ from shardclient import (
     TLSHandshakeError,
 )
 from shardclient.messages import CudaDeviceInfo
-from tests.certs import make_pki
+from tests.helpers.certs import make_pki
 from tests.interop.openfl_director import RunningDirector, submit_experiment
 
 # Installing openfl and a first start take minutes, and count against the first test.

@@ -1,0 +1,313 @@
+"""DirectorConnection: what every director client shares, whatever the generation.
+
+One grpclib channel to one director, opened lazily on the loop that uses it and re-opened by
+grpclib after a restart; the connection's tuning and keepalive; each call's deadline,
+retries and error mapping; the long poll's rule for a cut; the health check's period; and
+archive downloads. A generation's client (``interactive_aio``, ``workflow_aio``) adds only
+its RPCs and messages on top.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio
+import betterproto
+from grpclib.client import Channel, Stream
+from grpclib.config import Configuration
+from grpclib.const import Cardinality
+from grpclib.encoding.proto import ProtoCodec
+from grpclib.exceptions import ProtocolError
+
+from shardclient._checks import check_text
+from shardclient._client.chunks import ChunkType, recv_message, recv_raw
+from shardclient._client.download import DownloadedExperiment, ProgressCallback, save_archive
+from shardclient._client.http2.channel import open_channel
+from shardclient._client.http2.diagnosis import diagnose
+from shardclient._client.options import DEFAULT_KEEPALIVE_TIME, ClientOptions
+from shardclient._client.retry import RetryBudget, RetryPolicy, call_with_retry, is_retryable
+from shardclient._client.tls import PathLike, client_ssl_context
+from shardclient._client.translate import NotFound, translate
+from shardclient._client.wire import check_message
+from shardclient._errors import ClientClosedError, InvalidArgumentError, ShardClientError
+from shardclient._text import archive_filename
+
+__all__ = ["DirectorConnection"]
+
+logger = logging.getLogger("shardclient.client")
+
+T = TypeVar("T")
+M = TypeVar("M", bound=betterproto.Message)
+R = TypeVar("R")
+
+_CONNECTION_WINDOW = 2**31 - 1
+"""HTTP/2 connection window: HTTP/2's largest. Memory stays bounded by each stream's own
+4 MiB window (grpclib's default); a smaller connection window only lets a few held streams
+stop every other call on the connection."""
+
+
+class _ReplyCodec(ProtoCodec):
+    """grpclib's protobuf codec (over betterproto's messages), except that a reply that does
+    not decode is a grpclib ProtocolError, which maps to DirectorProtocolError."""
+
+    def decode(self, data: bytes, message_type: Any) -> Any:
+        try:
+            check_message(data, message_type)  # betterproto alone accepts wrong wire types
+            return super().decode(data, message_type)
+        except Exception as exc:  # betterproto raises ValueError, EOFError, ... on bad input
+            raise ProtocolError(f"malformed {message_type.__name__} message: {exc}") from exc
+
+
+class DirectorConnection:
+    """The connection to one director, and the call patterns every RPC is one of."""
+
+    def __init__(
+        self,
+        *,
+        director_host: str,
+        director_port: int,
+        tls: bool,
+        root_certificate: PathLike | None,
+        private_key: PathLike | None,
+        certificate: PathLike | None,
+        options: ClientOptions,
+    ) -> None:
+        check_text("director_host", director_host)
+        if (
+            isinstance(director_port, bool)
+            or not isinstance(director_port, int)
+            or not 0 < director_port < 65536
+        ):
+            raise InvalidArgumentError(
+                f"director_port must be an int in 1..65535, got {director_port!r}",
+                argument="director_port",
+            )
+        self.host = director_host
+        self.port = director_port
+        self.options = options
+        self.ssl = (
+            client_ssl_context(
+                root_certificate=root_certificate, private_key=private_key, certificate=certificate
+            )
+            if tls
+            else None
+        )
+        self._channel: Channel | None = None
+        self.closed = False
+        self.answered = False  # whether any call ever got an answer
+        self._health_period: int | None = None  # the last health period the director named
+
+    @property
+    def address(self) -> str:
+        """The director's ``host:port``, as error messages name it."""
+        return f"{self.host}:{self.port}"
+
+    def channel(self) -> Channel:
+        """The channel, created on first use so that it binds to the running loop."""
+        if self.closed:
+            raise ClientClosedError(f"client for {self.address} is closed")
+        if self._channel is None:
+            keepalive = self.options.keepalive_time
+            # grpclib by default sends at most 2 pings between data frames and none within
+            # 5 minutes of the last: a long poll would go unwatched. Ping every
+            # keepalive_time while a call is in flight instead. (gRPC C-core servers may
+            # answer such pings with GOAWAY too_many_pings; the long poll re-polls then.)
+            config = Configuration(
+                # a stream nobody reads (a chunk iterator held by its caller) fills only its
+                # own 4 MiB window: other calls still get through, however many are held
+                http2_connection_window_size=_CONNECTION_WINDOW,
+                _keepalive_time=keepalive,
+                _keepalive_timeout=self.options.keepalive_timeout,
+                _keepalive_permit_without_calls=False,
+                _http2_max_pings_without_data=0,
+                _http2_min_sent_ping_interval_without_data=keepalive or 300,
+            )
+            self._channel = open_channel(
+                self.host, self.port, ssl=self.ssl, config=config, codec=_ReplyCodec()
+            )
+        return self._channel
+
+    def close(self) -> None:
+        """Close the connection; calls still in flight end with ClientClosedError."""
+        self.closed = True
+        channel, self._channel = self._channel, None
+        if channel is not None:
+            channel.close()
+
+    def error(self, exc: Exception, what: str, *, not_found: NotFound | None = None) -> Exception:
+        """Our error for what call ``what`` raised (see shardclient._client.translate)."""
+        return translate(
+            exc,
+            what=what,
+            address=self.address,
+            closed=self.closed,
+            diagnosis=diagnose(self._channel),
+            tls=self.ssl is not None,
+            answered=self.answered,
+            keepalive_timeout=self.options.keepalive_timeout,
+            not_found=not_found,
+        )
+
+    async def unary(
+        self,
+        what: str,
+        call: Callable[[Channel], Awaitable[T]],
+        *,
+        not_found: NotFound | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> T:
+        """One unary call with the options' retries (or ``retry``'s)."""
+
+        async def attempt() -> T:
+            channel = self.channel()
+            try:
+                result = await call(channel)
+            except ShardClientError:
+                raise
+            except Exception as exc:
+                raise self.error(exc, what, not_found=not_found) from exc
+            self.answered = True
+            return result
+
+        return await call_with_retry(retry or self.options.retry, what, attempt)
+
+    async def health_check(
+        self, what: str, call: Callable[[Channel], Awaitable[timedelta]], *, not_found: NotFound
+    ) -> int:
+        """A health check: the director's period in whole seconds (as OpenFL reads it). Its
+        retries wait at most one period: a director that comes back is seen within a period,
+        as a health loop that called again would see it."""
+        policy = self.options.retry
+        if policy is not None and self._health_period is not None:
+            policy = dataclasses.replace(
+                policy, max_delay=min(policy.max_delay, max(self._health_period, 0.5))
+            )
+        answer = await self.unary(what, call, not_found=not_found, retry=policy)
+        period = int(answer.total_seconds())
+        if period > 0:
+            self._health_period = period
+        return period
+
+    async def long_poll(self, what: str, call: Callable[[Channel], Awaitable[T]]) -> T:
+        """A call with no deadline that waits for the director (WaitExperiment).
+
+        The rule for a cut: a poll that had been waiting for at least ``keepalive_time`` on a
+        connection the director spoke on, from a director that answered before, is sent again
+        with a fresh retry budget (a director restart, a proxy's idle cut, GOAWAY
+        too_many_pings); a director that stops answering keepalive pings counts as a cut. A
+        peer that never spoke gRPC, or a frozen one whose kernel still accepts connections,
+        gets only the retry budget: it cannot keep the caller waiting forever."""
+        established = self.options.keepalive_time or DEFAULT_KEEPALIVE_TIME
+        budget = RetryBudget(self.options.retry, what)
+        while True:
+            started = time.monotonic()
+            try:
+                channel = self.channel()
+                answer = await call(channel)
+            except ShardClientError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - mapped, then retried or raised
+                error = self.error(exc, what)
+                if error is not exc:
+                    error.__cause__ = exc
+                waited = time.monotonic() - started
+                cut = self.answered and waited >= established and diagnose(self._channel).spoke
+                if cut and self.options.retry is not None and is_retryable(error):
+                    logger.info("%s: the long poll was cut after %.0f s (%s); polling again",
+                                what, waited, error)  # fmt: skip
+                    budget.restart()
+                    continue
+                await budget.after(error)  # raises it when it is not retried
+                continue
+            self.answered = True
+            return answer
+
+    async def stream_chunks(
+        self,
+        what: str,
+        path: str,
+        request: betterproto.Message,
+        chunk_type: ChunkType[M],
+        recv: Callable[..., Awaitable[R | None]],
+    ) -> AsyncIterator[R]:
+        """The chunks of a server-streaming download call at ``path``, each read by ``recv``
+        (recv_message or recv_raw). Opening the stream is retried until the first chunk
+        arrives; a failure after that ends the iteration with an error (the caller has
+        consumed data). Each chunk must arrive within ``timeout`` and fit
+        ``max_message_size``."""
+        timeout = self.options.timeout
+
+        async def next_chunk(stream: Stream[Any, M]) -> R | None:
+            with anyio.fail_after(timeout):
+                chunk = await recv(
+                    stream,
+                    chunk_type,
+                    limit=self.options.max_message_size,
+                    address=self.address,
+                    what=what,
+                )
+                if chunk is None:
+                    await stream.recv_trailing_metadata()  # raises the director's error status
+                return chunk
+
+        async def open_stream() -> tuple[AsyncExitStack, Stream[Any, M], R | None]:
+            stack = AsyncExitStack()
+            try:
+                with anyio.fail_after(timeout):
+                    stream = await stack.enter_async_context(
+                        self.channel().request(
+                            path, Cardinality.UNARY_STREAM, type(request), chunk_type.message
+                        )
+                    )
+                    await stream.send_message(request, end=True)
+                first = await next_chunk(stream)
+                self.answered = True
+            except BaseException as exc:
+                # not aclose(): grpclib's Stream.__aexit__ must see the error, or it waits
+                # for the response it was abandoning
+                await stack.__aexit__(type(exc), exc, exc.__traceback__)
+                if isinstance(exc, Exception) and not isinstance(exc, ShardClientError):
+                    raise self.error(exc, what) from exc
+                raise
+            return stack, stream, first
+
+        stack, stream, chunk = await call_with_retry(self.options.retry, what, open_stream)
+        async with stack:
+            while chunk is not None:
+                yield chunk
+                try:
+                    chunk = await next_chunk(stream)
+                except ShardClientError:
+                    raise
+                except Exception as exc:
+                    raise self.error(exc, what) from exc
+
+    def chunks(
+        self, what: str, path: str, request: betterproto.Message, chunk_type: ChunkType[M]
+    ) -> AsyncIterator[M]:
+        """The archive's chunks as messages."""
+        return self.stream_chunks(what, path, request, chunk_type, recv_message)
+
+    async def download(
+        self,
+        what: str,
+        path: str,
+        request: betterproto.Message,
+        chunk_type: ChunkType[M],
+        *,
+        experiment_name: str,
+        dest_dir: str | os.PathLike[str],
+        progress: ProgressCallback | None,
+    ) -> DownloadedExperiment:
+        """The archive saved into ``dest_dir`` as archive_filename names it, atomically."""
+        destination = Path(dest_dir) / archive_filename(experiment_name)
+        chunks = self.stream_chunks(what, path, request, chunk_type, recv_raw)
+        return await save_archive(chunks, destination, progress=progress)
