@@ -52,7 +52,7 @@ HEALTH_CHECK_PERIOD_S = 5
 TLS_ENVOY_NAME = "envoy-tls"
 
 # What pip prints when it could not talk to the registry at all (urllib3 / socket errors).
-_NETWORK_FAILURE = re.compile(
+NETWORK_FAILURE = re.compile(
     r"NewConnectionError|Failed to establish a new connection|ConnectTimeoutError"
     r"|ReadTimeoutError|Max retries exceeded|connection broken by|ProxyError"
     r"|Temporary failure in name resolution|Name or service not known"
@@ -169,7 +169,7 @@ def _install(venv: OpenflVenv, log: Path) -> None:
         ) from exc
     log.write_text(result.stdout)
     if result.returncode != 0:
-        network = _NETWORK_FAILURE.search(result.stdout)
+        network = NETWORK_FAILURE.search(result.stdout)
         if network is not None:
             raise RegistryUnreachable(
                 f"package registry unreachable while installing openfl {OPENFL_VERSION} "
