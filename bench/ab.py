@@ -7,6 +7,7 @@ invocation compare code versions fairly. Each ``NAME=TREE`` runs bench/worker.py
     git worktree add /tmp/base HEAD~3
     .venv/bin/python bench/ab.py health grpcio=. base=/tmp/base new=.
     .venv/bin/python bench/ab.py download --openfl --runs 9 grpcio=. base=/tmp/base new=.
+    .venv/bin/python bench/ab.py iterate --runs 9 grpcio=. base=/tmp/base new=.
 
 ``--pin`` (Linux) keeps the server on CPU 0 and the clients on CPU 1, as if the director
 ran on another machine: on two cores, a client's CPU otherwise also slows the server.
@@ -93,22 +94,25 @@ def health(variants: dict[str, Path], target: compare.Target, calls: int, block:
         print(f"  {name:12s} p50 {p50:.3f} ms  p99 {p99:.3f} ms  p50 / first {p50 / first:.2f}")
 
 
-def download(variants: dict[str, Path], target: compare.Target, runs: int, dest: Path) -> None:
+def transfer(
+    variants: dict[str, Path], target: compare.Target, runs: int, dest: Path, mode: str
+) -> None:
+    """``mode`` download (saved to a file) or iterate (sync get_experiment_data), MB/s."""
     speeds: dict[str, list[float]] = {name: [] for name in variants}
     names = list(variants)
+    extra = ["--dest", str(dest)] if mode == "download" else []
     for run in range(runs + 1):  # run 0 warms up
         for name in names if run % 2 == 0 else names[::-1]:
             tree = variants[name]
             command = worker(
-                name, tree, "download", target.port,
-                "--experiment", target.experiment, "--dest", str(dest),
-            )  # fmt: skip
+                name, tree, mode, target.port, "--experiment", target.experiment, *extra
+            )
             result = subprocess.run(
                 command, stdout=subprocess.PIPE, text=True, env=environment(tree), timeout=600,
                 check=True, preexec_fn=_pin_client,
             )  # fmt: skip
             record = json.loads(result.stdout.strip().splitlines()[-1])
-            if record["sha256"] != target.sha256:
+            if record.get("sha256", target.sha256) != target.sha256:
                 raise RuntimeError(f"{name} downloaded the wrong bytes")
             if run:
                 speeds[name].append(record["bytes"] / record["seconds"] / compare.MB)
@@ -122,7 +126,7 @@ def download(variants: dict[str, Path], target: compare.Target, runs: int, dest:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("mode", choices=["health", "download"])
+    parser.add_argument("mode", choices=["health", "download", "iterate"])
     parser.add_argument("variants", nargs="+", metavar="NAME=TREE")
     parser.add_argument("--openfl", action="store_true", help="the real OpenFL director")
     parser.add_argument("--size-mib", type=int, default=256, help="archive size (download)")
@@ -137,7 +141,7 @@ def main() -> int:
     variants = {
         name: Path(tree).resolve() for name, tree in (v.split("=", 1) for v in args.variants)
     }
-    size = args.size_mib if args.mode == "download" else 1
+    size = args.size_mib if args.mode != "health" else 1
     with contextlib.ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(dir="/dev/shm")))
         if args.openfl:
@@ -148,7 +152,7 @@ def main() -> int:
         if args.mode == "health":
             health(variants, target, args.calls, 100)
         else:
-            download(variants, target, args.runs, workdir)
+            transfer(variants, target, args.runs, workdir, args.mode)
     return 0
 
 
