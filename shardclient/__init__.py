@@ -1,4 +1,8 @@
-"""shardclient: a typed client for OpenFL's director, as an envoy uses it, and an envoy.
+"""shardclient: typed clients for OpenFL's directors, as an envoy uses them, and an envoy.
+
+Two director generations: OpenFL 1.5-1.7's (interactive API; ShardDirectorClient,
+AsyncShardDirectorClient) and OpenFL 1.9's Workflow API (EnvoyDirectorClient,
+AsyncEnvoyDirectorClient).
 
 The package, top to bottom (internal folders and modules start with an underscore):
 
@@ -21,6 +25,8 @@ from shardclient._client.download import DownloadedExperiment, ProgressCallback
 from shardclient._client.interactive_aio import AsyncShardDirectorClient, CudaDevicesInfo
 from shardclient._client.interactive_sync import ShardDirectorClient
 from shardclient._client.retry import RetryPolicy
+from shardclient._client.workflow_aio import AsyncEnvoyDirectorClient
+from shardclient._client.workflow_sync import EnvoyDirectorClient
 from shardclient._config.interactive import EnvoyConfig, load_envoy_config
 from shardclient._descriptor import (
     ShardDescriptor,
@@ -36,7 +42,9 @@ from shardclient._errors import (
     DirectorTimeoutError,
     DirectorUnavailableError,
     EnvoyConfigError,
+    EnvoyNotFoundError,
     GpuInfoError,
+    InvalidArgumentError,
     ShardClientError,
     ShardDescriptorError,
     ShardNotFoundError,
@@ -51,6 +59,8 @@ from shardclient.messages import CudaDeviceInfo, ExperimentData, ShardInfo
 __all__ = [
     "AsyncShardDirectorClient",
     "ShardDirectorClient",
+    "AsyncEnvoyDirectorClient",
+    "EnvoyDirectorClient",
     "RetryPolicy",
     "GpuMonitor",
     "DownloadedExperiment",
@@ -73,7 +83,9 @@ __all__ = [
     "DirectorTimeoutError",
     "DirectorUnavailableError",
     "EnvoyConfigError",
+    "EnvoyNotFoundError",
     "GpuInfoError",
+    "InvalidArgumentError",
     "ShardClientError",
     "ShardDescriptorError",
     "ShardNotFoundError",

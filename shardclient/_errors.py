@@ -1,7 +1,8 @@
 """The exceptions shardclient raises: one flat family under ShardClientError.
 
     ShardClientError
-    ├── ShardNotFoundError          the director lost the shard: register again
+    ├── ShardNotFoundError          the director lost the shard: register again (1.5-1.7)
+    ├── EnvoyNotFoundError          the director lost the envoy: connect again (1.9)
     ├── ShardRefusedError           the director refused the shard's shapes
     ├── DirectorUnavailableError    unreachable, or the connection was lost
     │   ├── DirectorTimeoutError    a call's deadline passed
@@ -31,6 +32,7 @@ from grpclib.const import Status
 __all__ = [
     "ShardClientError",
     "ShardNotFoundError",
+    "EnvoyNotFoundError",
     "ShardRefusedError",
     "DirectorUnavailableError",
     "DirectorTimeoutError",
@@ -95,6 +97,25 @@ class ShardNotFoundError(_AlsoOpenfl, ShardClientError):
     def __init__(self, message: str, *, shard_name: str, details: str = "") -> None:
         super().__init__(message)
         self.shard_name = shard_name
+        self.details = details
+
+
+class EnvoyNotFoundError(_AlsoOpenfl, ShardClientError):
+    """The OpenFL 1.9 director does not know this envoy (NOT_FOUND on a health check): connect
+    again.
+
+    Raised as OpenFL 1.9's
+    ``openfl.experimental.workflow.transport.grpc.exceptions.EnvoyNotFoundError`` too when
+    that is loaded: OpenFL 1.9's Envoy connects again only on that class."""
+
+    openfl_class: ClassVar[tuple[str, str]] = (
+        "openfl.experimental.workflow.transport.grpc.exceptions",
+        "EnvoyNotFoundError",
+    )
+
+    def __init__(self, message: str, *, envoy_name: str, details: str = "") -> None:
+        super().__init__(message)
+        self.envoy_name = envoy_name
         self.details = details
 
 

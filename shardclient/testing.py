@@ -1,11 +1,15 @@
-"""LocalDirector: an in-process director for tests and the demo. Not a production director.
+"""In-process directors for tests and the demo, on 127.0.0.1. Not production directors.
 
-It answers the envoy's five RPCs the way openfl 1.5.1-1.7.1's director does: shapes must
-match as lists of strings, health checks from unknown shards get NOT_FOUND "Unknown shard
-<name>", WaitExperiment blocks until an experiment names the collaborator, archives stream
-in 2 MiB chunks, failures are recorded. Like OpenFL's director, it answers WaitExperiment at
-once with the experiment a collaborator already got, for as long as that experiment is
-neither finished (``finish_experiment``: its aggregator ran its last round) nor removed
+``LocalDirector`` answers the envoy's five RPCs the way openfl 1.5.1-1.7.1's director does:
+shapes must match as lists of strings, health checks from unknown shards get NOT_FOUND
+"Unknown shard <name>", failures are recorded. ``LocalWorkflowDirector`` answers the envoy's
+four RPCs the way openfl 1.9's Workflow-API director does: any envoy may connect, health
+checks from unknown envoys get NOT_FOUND "Unknown envoy <name>".
+
+Both block WaitExperiment until an experiment names the collaborator and stream archives in
+2 MiB chunks. Like OpenFL's directors, they answer WaitExperiment at once with the experiment
+a collaborator already got, for as long as that experiment is neither finished
+(``finish_experiment``: its aggregator ran its last round) nor removed
 (``remove_experiment``: the frontend's RemoveExperimentData); a failure report ends neither.
 """
 
@@ -22,9 +26,10 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from anyio.from_thread import BlockingPortal, start_blocking_portal
+from betterproto.grpc.grpclib_server import ServiceBase
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 from grpclib.protocol import H2Protocol
@@ -44,20 +49,23 @@ from shardclient.messages import (
     UpdateShardInfoResponse,
     WaitExperimentRequest,
     WaitExperimentResponse,
+    workflow,
 )
 
-__all__ = ["LocalDirector", "EnvoyStatus", "CHUNK_SIZE"]
+__all__ = ["CHUNK_SIZE", "EnvoyStatus", "LocalDirector", "LocalWorkflowDirector"]
 
 CHUNK_SIZE = 2 * 1024 * 1024
 """Archive chunk size, as OpenFL's director sends it."""
 
+D = TypeVar("D", bound="_LocalServer")
+
 
 @dataclass(frozen=True)
 class EnvoyStatus:
-    """The last health check a shard sent."""
+    """The last health check an envoy sent (OpenFL 1.9's carry no GPU readings)."""
 
     is_experiment_running: bool
-    cuda_devices: tuple[CudaDeviceInfo, ...]
+    cuda_devices: tuple[CudaDeviceInfo, ...] = ()
 
 
 @dataclass
@@ -68,26 +76,53 @@ class _Experiment:
 
 
 @dataclass
-class _State:
-    """Everything the director knows; touched only on the server's event loop."""
+class _Queues:
+    """The experiments and who gets which; touched only on the server's event loop."""
 
-    sample_shape: list[str]
-    target_shape: list[str]
-    health_check_period: float
-    shards: dict[str, ShardInfo] = field(default_factory=dict)
-    statuses: dict[str, EnvoyStatus] = field(default_factory=dict)
     experiments: dict[str, _Experiment] = field(default_factory=dict)
     queued: dict[str, list[str]] = field(default_factory=dict)
     current: dict[str, str] = field(default_factory=dict)  # collaborator -> its experiment
     finished: set[str] = field(default_factory=set)
     waits: dict[str, int] = field(default_factory=dict)
-    failures: list[SetExperimentFailedRequest] = field(default_factory=list)
     changed: asyncio.Condition | None = None
 
     def condition(self) -> asyncio.Condition:
         if self.changed is None:
             self.changed = asyncio.Condition()
         return self.changed
+
+    async def wait_for(self, collaborator: str) -> str:
+        """WaitExperiment: the experiment ``collaborator`` already has while it is neither
+        finished nor removed (OpenFL's reconnect path), else the next one queued for it."""
+        self.waits[collaborator] = self.waits.get(collaborator, 0) + 1
+        current = self.current.get(collaborator)
+        if current in self.experiments and current not in self.finished:
+            return current
+        changed = self.condition()
+        async with changed:
+            await changed.wait_for(lambda: bool(self.queued.get(collaborator)))
+            experiment = self.queued[collaborator].pop(0)
+        self.current[collaborator] = experiment
+        return experiment
+
+    def forget(self) -> None:
+        """What a restarted director no longer knows."""
+        for memory in (self.experiments, self.queued, self.current):
+            memory.clear()
+        self.finished.clear()
+
+
+@dataclass
+class _State:
+    """What the 1.5-1.7 director knows beside its queues."""
+
+    sample_shape: list[str]
+    target_shape: list[str]
+    health_check_period: float
+    shards: dict[str, ShardInfo] = field(default_factory=dict)
+    statuses: dict[str, EnvoyStatus] = field(default_factory=dict)
+    failures: list[SetExperimentFailedRequest] = field(default_factory=list)
+    queues: _Queues = field(default_factory=_Queues)
 
 
 class _DirectorService(DirectorBase):
@@ -129,28 +164,16 @@ class _DirectorService(DirectorBase):
     async def wait_experiment(
         self, wait_experiment_request: WaitExperimentRequest
     ) -> WaitExperimentResponse:
-        name = wait_experiment_request.collaborator_name
-        state = self._state
-        state.waits[name] = state.waits.get(name, 0) + 1
-        current = state.current.get(name)
-        if current in state.experiments and current not in state.finished:
-            return WaitExperimentResponse(experiment_name=current)  # OpenFL's reconnect path
-        changed = state.condition()
-        async with changed:
-            await changed.wait_for(lambda: bool(state.queued.get(name)))
-            experiment = state.queued[name].pop(0)
-        state.current[name] = experiment
-        return WaitExperimentResponse(experiment_name=experiment)
+        name = await self._state.queues.wait_for(wait_experiment_request.collaborator_name)
+        return WaitExperimentResponse(experiment_name=name)
 
     async def get_experiment_data(
         self, get_experiment_data_request: GetExperimentDataRequest
     ) -> AsyncIterator[ExperimentData]:
-        experiment = self._state.experiments.get(get_experiment_data_request.experiment_name)
+        name = get_experiment_data_request.experiment_name
+        experiment = self._state.queues.experiments.get(name)
         if experiment is None:
-            raise GRPCError(
-                Status.NOT_FOUND,
-                f"Unknown experiment {get_experiment_data_request.experiment_name}",
-            )
+            raise GRPCError(Status.NOT_FOUND, f"Unknown experiment {name}")
         for chunk in _chunks(experiment.archive):
             yield ExperimentData(size=len(chunk), npbytes=chunk)
 
@@ -159,6 +182,56 @@ class _DirectorService(DirectorBase):
     ) -> SetExperimentFailedResponse:
         self._state.failures.append(set_experiment_failed_request)
         return SetExperimentFailedResponse()
+
+
+@dataclass
+class _WorkflowState:
+    """What the 1.9 director knows beside its queues."""
+
+    health_check_period: float
+    envoys: dict[str, EnvoyStatus | None] = field(default_factory=dict)  # None: no check yet
+    connections: dict[str, int] = field(default_factory=dict)
+    queues: _Queues = field(default_factory=_Queues)
+
+
+class _WorkflowService(workflow.DirectorBase):
+    def __init__(self, state: _WorkflowState) -> None:
+        self._state = state
+
+    async def envoy_connection_request(
+        self, send_connection_request: workflow.SendConnectionRequest
+    ) -> workflow.RequestAccepted:
+        name = send_connection_request.envoy_name
+        self._state.envoys[name] = None  # openfl 1.9 accepts anyone, replacing the entry
+        self._state.connections[name] = self._state.connections.get(name, 0) + 1
+        return workflow.RequestAccepted(accepted=True)
+
+    async def update_envoy_status(
+        self, update_envoy_status_request: workflow.UpdateEnvoyStatusRequest
+    ) -> workflow.UpdateEnvoyStatusResponse:
+        request = update_envoy_status_request
+        if request.name not in self._state.envoys:
+            raise GRPCError(Status.NOT_FOUND, f"Unknown envoy {request.name}")
+        self._state.envoys[request.name] = EnvoyStatus(request.is_experiment_running)
+        return workflow.UpdateEnvoyStatusResponse(
+            health_check_period=timedelta(seconds=self._state.health_check_period)
+        )
+
+    async def wait_experiment(
+        self, wait_experiment_request: workflow.WaitExperimentRequest
+    ) -> workflow.WaitExperimentResponse:
+        name = await self._state.queues.wait_for(wait_experiment_request.collaborator_name)
+        return workflow.WaitExperimentResponse(experiment_name=name)
+
+    async def get_experiment_data(
+        self, get_experiment_data_request: workflow.GetExperimentDataRequest
+    ) -> AsyncIterator[workflow.ExperimentData]:
+        name = get_experiment_data_request.experiment_name
+        experiment = self._state.queues.experiments.get(name)
+        if experiment is None:  # openfl 1.9 fails with the KeyError of its lookup
+            raise GRPCError(Status.UNKNOWN, f"Unexpected <class 'KeyError'>: {name!r}")
+        for chunk in _chunks(experiment.archive):
+            yield workflow.ExperimentData(size=len(chunk), exp_data=chunk)
 
 
 def _chunks(archive: bytes | Path) -> Iterable[bytes]:
@@ -185,8 +258,8 @@ class _RestartableServer(Server):
     client would keep talking to a server that no longer answers.
     """
 
-    def __init__(self, handlers: list[DirectorBase]) -> None:
-        super().__init__(handlers)
+    def __init__(self, handlers: list[ServiceBase]) -> None:
+        super().__init__(handlers)  # type: ignore[arg-type]  # betterproto's bases serve
         self._protocols: weakref.WeakSet[H2Protocol] = weakref.WeakSet()
 
     def _protocol_factory(self) -> H2Protocol:
@@ -201,25 +274,12 @@ class _RestartableServer(Server):
                 connection.close()
 
 
-class LocalDirector:
-    """A director on 127.0.0.1 for tests and demos, served from a background thread
-    (``with``) or the current loop (``async with``)."""
+class _LocalServer:
+    """Serving a director's service on 127.0.0.1 from a background thread (``with``) or the
+    current loop (``async with``), and feeding it experiments."""
 
-    def __init__(
-        self,
-        *,
-        sample_shape: Sequence[str | int],
-        target_shape: Sequence[str | int],
-        health_check_period: float = 60,
-        host: str = "127.0.0.1",
-        port: int = 0,
-        tls: ssl.SSLContext | None = None,
-    ) -> None:
-        self._state = _State(
-            sample_shape=_shape("sample_shape", sample_shape),
-            target_shape=_shape("target_shape", target_shape),
-            health_check_period=health_check_period,
-        )
+    def __init__(self, queues: _Queues, host: str, port: int, tls: ssl.SSLContext | None) -> None:
+        self._queues = queues
         self.host = host
         self.port: int = port
         self._tls = tls
@@ -228,47 +288,24 @@ class LocalDirector:
         self._portal: BlockingPortal | None = None
         self._exit_stack = ExitStack()
 
-    # -- what tests read -------------------------------------------------------------
-
-    @property
-    def shards(self) -> dict[str, ShardInfo]:
-        """Accepted shards by name (a snapshot)."""
-        return dict(self._state.shards)
-
-    @property
-    def statuses(self) -> dict[str, EnvoyStatus]:
-        """The last health check of each shard (a snapshot)."""
-        return dict(self._state.statuses)
-
-    @property
-    def failures(self) -> list[SetExperimentFailedRequest]:
-        """The SetExperimentFailed requests received, oldest first (a snapshot)."""
-        return list(self._state.failures)
+    def _services(self) -> list[ServiceBase]:
+        """This director's service, and the other generation's answering UNIMPLEMENTED to
+        every call (as OpenFL's gRPC C-core directors answer a path they do not serve;
+        grpclib's own answer to an unknown path lacks a content-type, which its client
+        reports as UNKNOWN)."""
+        raise NotImplementedError
 
     @property
     def waits(self) -> dict[str, int]:
         """How many WaitExperiment calls each collaborator made (a snapshot)."""
-        return dict(self._state.waits)
-
-    def forget_shards(self) -> None:
-        """Drop every registration, as a restarted director has none (callable any time)."""
-        self._state.shards.clear()
-
-    def forget_everything(self) -> None:
-        """Drop registrations, experiments and what was handed to whom, as a restarted
-        director's memory is empty (call it while stopped)."""
-        state = self._state
-        for memory in (state.shards, state.statuses, state.experiments, state.queued,
-                       state.current):  # fmt: skip
-            memory.clear()
-        state.finished.clear()
+        return dict(self._queues.waits)
 
     # -- serving -----------------------------------------------------------------------
 
     async def start(self) -> None:
         """Start serving on the current loop; binds ``port`` (0 picks a free one, kept)."""
         if self._server is not None:
-            raise RuntimeError("LocalDirector is already serving")
+            raise RuntimeError(f"{type(self).__name__} is already serving")
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -279,8 +316,8 @@ class LocalDirector:
             raise
         bound: int = sock.getsockname()[1]
         self.port = bound
-        self._state.changed = None  # a Condition belongs to one loop
-        server = _RestartableServer([_DirectorService(self._state)])
+        self._queues.changed = None  # a Condition belongs to one loop
+        server = _RestartableServer(self._services())
         await server.start(sock=sock, ssl=self._tls)
         self._server = server
         self._loop = asyncio.get_running_loop()
@@ -294,7 +331,7 @@ class LocalDirector:
             server.drop_connections()
             await server.wait_closed()
 
-    async def __aenter__(self) -> LocalDirector:
+    async def __aenter__(self: D) -> D:
         await self.start()
         return self
 
@@ -306,7 +343,7 @@ class LocalDirector:
     ) -> None:
         await self.stop()
 
-    def __enter__(self) -> LocalDirector:
+    def __enter__(self: D) -> D:
         portal = self._exit_stack.enter_context(start_blocking_portal(name="local-director"))
         try:
             portal.call(self.start)
@@ -369,11 +406,11 @@ class LocalDirector:
         self._on_loop(lambda: self._remove(name))
 
     async def _finish(self, name: str) -> None:
-        self._state.finished.add(name)
+        self._queues.finished.add(name)
 
     async def _remove(self, name: str) -> None:
-        self._state.experiments.pop(name, None)
-        for queue in self._state.queued.values():
+        self._queues.experiments.pop(name, None)
+        for queue in self._queues.queued.values():
             while name in queue:
                 queue.remove(name)
 
@@ -382,7 +419,7 @@ class LocalDirector:
         from other threads; scheduled when called on the loop itself)."""
         loop = self._loop
         if loop is None:
-            raise RuntimeError("LocalDirector is not serving")
+            raise RuntimeError(f"{type(self).__name__} is not serving")
         try:
             running = asyncio.get_running_loop()
         except RuntimeError:
@@ -393,10 +430,98 @@ class LocalDirector:
             asyncio.run_coroutine_threadsafe(make(), loop).result()
 
     async def _enqueue(self, experiment: _Experiment) -> None:
-        state = self._state
+        state = self._queues
         state.experiments[experiment.name] = experiment
         changed = state.condition()
         async with changed:
             for collaborator in sorted(experiment.collaborators):
                 state.queued.setdefault(collaborator, []).append(experiment.name)
             changed.notify_all()
+
+
+class LocalDirector(_LocalServer):
+    """OpenFL 1.5-1.7's director (interactive API), in process."""
+
+    def __init__(
+        self,
+        *,
+        sample_shape: Sequence[str | int],
+        target_shape: Sequence[str | int],
+        health_check_period: float = 60,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
+        self._state = _State(
+            sample_shape=_shape("sample_shape", sample_shape),
+            target_shape=_shape("target_shape", target_shape),
+            health_check_period=health_check_period,
+        )
+        super().__init__(self._state.queues, host, port, tls)
+
+    def _services(self) -> list[ServiceBase]:
+        return [_DirectorService(self._state), workflow.DirectorBase()]
+
+    @property
+    def shards(self) -> dict[str, ShardInfo]:
+        """Accepted shards by name (a snapshot)."""
+        return dict(self._state.shards)
+
+    @property
+    def statuses(self) -> dict[str, EnvoyStatus]:
+        """The last health check of each shard (a snapshot)."""
+        return dict(self._state.statuses)
+
+    @property
+    def failures(self) -> list[SetExperimentFailedRequest]:
+        """The SetExperimentFailed requests received, oldest first (a snapshot)."""
+        return list(self._state.failures)
+
+    def forget_shards(self) -> None:
+        """Drop every registration, as a restarted director has none (callable any time)."""
+        self._state.shards.clear()
+
+    def forget_everything(self) -> None:
+        """Drop registrations, experiments and what was handed to whom, as a restarted
+        director's memory is empty (call it while stopped)."""
+        self._state.shards.clear()
+        self._state.statuses.clear()
+        self._queues.forget()
+
+
+class LocalWorkflowDirector(_LocalServer):
+    """OpenFL 1.9's Workflow-API director, in process (the envoy's RPCs only)."""
+
+    def __init__(
+        self,
+        *,
+        health_check_period: float = 60,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
+        self._state = _WorkflowState(health_check_period=health_check_period)
+        super().__init__(self._state.queues, host, port, tls)
+
+    def _services(self) -> list[ServiceBase]:
+        return [_WorkflowService(self._state), DirectorBase()]
+
+    @property
+    def envoys(self) -> dict[str, EnvoyStatus | None]:
+        """Connected envoys and their last health check (None before the first; a snapshot)."""
+        return dict(self._state.envoys)
+
+    @property
+    def connections(self) -> dict[str, int]:
+        """How many EnvoyConnectionRequest calls each envoy made (a snapshot)."""
+        return dict(self._state.connections)
+
+    def forget_envoys(self) -> None:
+        """Drop every connected envoy, as a restarted director has none (callable any time)."""
+        self._state.envoys.clear()
+
+    def forget_everything(self) -> None:
+        """Drop envoys, experiments and what was handed to whom, as a restarted director's
+        memory is empty (call it while stopped)."""
+        self._state.envoys.clear()
+        self._queues.forget()

@@ -7,5 +7,6 @@ connection and the call patterns), ``loop`` and ``sync`` (the loop thread and th
 base), and ``http2/``, the only code touching grpclib's, h2's and hyperframe's internals.
 
 Per generation, one RPC module and one sync facade: ``interactive_aio`` / ``interactive_sync``
-for OpenFL 1.5-1.7's director.
+for OpenFL 1.5-1.7's director, ``workflow_aio`` / ``workflow_sync`` for OpenFL 1.9's
+Workflow-API director.
 """

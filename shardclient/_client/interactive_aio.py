@@ -12,7 +12,6 @@ import logging
 import os
 from collections.abc import AsyncIterator, Iterable, Mapping
 from datetime import timedelta
-from types import TracebackType
 from typing import SupportsIndex
 
 from grpclib.client import Channel
@@ -25,11 +24,10 @@ from shardclient._client.options import (
     DEFAULT_KEEPALIVE_TIMEOUT,
     DEFAULT_MAX_MESSAGE_SIZE,
     DEFAULT_TIMEOUT,
-    ClientOptions,
 )
 from shardclient._client.retry import RetryPolicy
 from shardclient._client.tls import PathLike
-from shardclient._client.transport import DirectorConnection
+from shardclient._client.transport import AsyncDirectorClient
 from shardclient._client.wire import check_outgoing
 from shardclient._descriptor import ShardDescriptor, shard_info_from_descriptor
 from shardclient._errors import InvalidArgumentError, ShardClientError, ShardNotFoundError
@@ -104,12 +102,14 @@ def cuda_device_messages(items: CudaDevicesInfo | None) -> list[CudaDeviceInfo]:
     return messages
 
 
-class AsyncShardDirectorClient:
+class AsyncShardDirectorClient(AsyncDirectorClient):
     """The envoy's asyncio client for OpenFL 1.5-1.7's director, one instance per shard.
 
     Connects lazily on the first call, reconnects by itself after the director restarts,
     and must be closed (``await client.close()`` or ``async with``) on the loop it ran on.
     """
+
+    generation = "OpenFL 1.5-1.7"
 
     def __init__(
         self,
@@ -128,45 +128,20 @@ class AsyncShardDirectorClient:
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     ) -> None:
         self.shard_name: str = check_text("shard_name", shard_name)
-        self._connection = DirectorConnection(
+        super().__init__(
             director_host=director_host,
             director_port=director_port,
             tls=tls,
             root_certificate=root_certificate,
             private_key=private_key,
             certificate=certificate,
-            options=ClientOptions(
-                timeout=timeout,
-                keepalive_time=keepalive_time,
-                keepalive_timeout=keepalive_timeout,
-                retry=retry,
-                max_message_size=max_message_size,
-            ),
+            timeout=timeout,
+            keepalive_time=keepalive_time,
+            keepalive_timeout=keepalive_timeout,
+            retry=retry,
+            max_message_size=max_message_size,
         )
         self._stub: DirectorStub | None = None
-
-    @property
-    def director_host(self) -> str:
-        return self._connection.host
-
-    @property
-    def director_port(self) -> int:
-        return self._connection.port
-
-    @property
-    def options(self) -> ClientOptions:
-        """The client's validated options."""
-        return self._connection.options
-
-    @property
-    def address(self) -> str:
-        """The director's ``host:port``, as error messages name it."""
-        return self._connection.address
-
-    @property
-    def closed(self) -> bool:
-        """True once close() was called."""
-        return self._connection.closed
 
     @property
     def stub(self) -> DirectorStub:
@@ -178,25 +153,9 @@ class AsyncShardDirectorClient:
             self._stub = DirectorStub(channel)
         return self._stub
 
-    async def close(self) -> None:
-        """Close the connection; calls still in flight end with ClientClosedError."""
-        self._connection.close()
-        self._stub = None
-
-    async def __aenter__(self) -> AsyncShardDirectorClient:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
-
     def _shard_not_found(self, details: str) -> ShardNotFoundError:
         return ShardNotFoundError.compatible()(
-            f"UpdateEnvoyStatus: the director at {self.address} does not know shard "
+            f"{self._what('UpdateEnvoyStatus')}: the director at {self.address} does not know shard "
             f"{self.shard_name!r} ({details}); register it again",
             shard_name=self.shard_name,
             details=details,
@@ -218,7 +177,7 @@ class AsyncShardDirectorClient:
         request = UpdateShardInfoRequest(shard_info=info)
         timeout = self.options.timeout
         response = await self._connection.unary(
-            "UpdateShardInfo",
+            self._what("UpdateShardInfo"),
             lambda channel: self._stub_on(channel).update_shard_info(request, timeout=timeout),
         )
         return bool(response.accepted)
@@ -232,7 +191,8 @@ class AsyncShardDirectorClient:
         """
         request = WaitExperimentRequest(collaborator_name=self.shard_name)
         response = await self._connection.long_poll(
-            "WaitExperiment", lambda channel: self._stub_on(channel).wait_experiment(request)
+            self._what("WaitExperiment"),
+            lambda channel: self._stub_on(channel).wait_experiment(request),
         )
         if not response.experiment_name:
             raise ShardClientError(
@@ -263,7 +223,7 @@ class AsyncShardDirectorClient:
             return reply.health_check_period
 
         return await self._connection.health_check(
-            "UpdateEnvoyStatus", call, not_found=self._shard_not_found
+            self._what("UpdateEnvoyStatus"), call, not_found=self._shard_not_found
         )
 
     async def set_experiment_failed(
@@ -286,7 +246,7 @@ class AsyncShardDirectorClient:
         )
         timeout = self.options.timeout
         await self._connection.unary(
-            "SetExperimentFailed",
+            self._what("SetExperimentFailed"),
             lambda channel: self._stub_on(channel).set_experiment_failed(request, timeout=timeout),
         )
 
@@ -304,7 +264,8 @@ class AsyncShardDirectorClient:
         arrive within ``timeout`` seconds and be at most ``max_message_size`` bytes.
         """
         request = self._data_request(experiment_name)
-        return self._connection.chunks("GetExperimentData", _GET_EXPERIMENT_DATA, request, _CHUNK)
+        what = self._what("GetExperimentData")
+        return self._connection.chunks(what, _GET_EXPERIMENT_DATA, request, _CHUNK)
 
     async def download_experiment(
         self,
@@ -319,7 +280,7 @@ class AsyncShardDirectorClient:
         ``dest_dir`` changes. ``progress(bytes_so_far, None)`` is called per chunk.
         """
         return await self._connection.download(
-            "GetExperimentData",
+            self._what("GetExperimentData"),
             _GET_EXPERIMENT_DATA,
             self._data_request(experiment_name),
             _CHUNK,

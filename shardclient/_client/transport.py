@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from datetime import timedelta
 from pathlib import Path
+from types import TracebackType
 from typing import Any, TypeVar
 
 import anyio
@@ -32,7 +33,13 @@ from shardclient._client.chunks import ChunkType, recv_message, recv_raw
 from shardclient._client.download import DownloadedExperiment, ProgressCallback, save_archive
 from shardclient._client.http2.channel import open_channel
 from shardclient._client.http2.diagnosis import diagnose
-from shardclient._client.options import DEFAULT_KEEPALIVE_TIME, ClientOptions
+from shardclient._client.options import (
+    DEFAULT_KEEPALIVE_TIME,
+    DEFAULT_KEEPALIVE_TIMEOUT,
+    DEFAULT_MAX_MESSAGE_SIZE,
+    DEFAULT_TIMEOUT,
+    ClientOptions,
+)
 from shardclient._client.retry import RetryBudget, RetryPolicy, call_with_retry, is_retryable
 from shardclient._client.tls import PathLike, client_ssl_context
 from shardclient._client.translate import NotFound, translate
@@ -40,13 +47,14 @@ from shardclient._client.wire import check_message
 from shardclient._errors import ClientClosedError, InvalidArgumentError, ShardClientError
 from shardclient._text import archive_filename
 
-__all__ = ["DirectorConnection"]
+__all__ = ["AsyncDirectorClient", "DirectorConnection"]
 
 logger = logging.getLogger("shardclient.client")
 
 T = TypeVar("T")
 M = TypeVar("M", bound=betterproto.Message)
 R = TypeVar("R")
+C = TypeVar("C", bound="AsyncDirectorClient")
 
 _CONNECTION_WINDOW = 2**31 - 1
 """HTTP/2 connection window: HTTP/2's largest. Memory stays bounded by each stream's own
@@ -311,3 +319,84 @@ class DirectorConnection:
         destination = Path(dest_dir) / archive_filename(experiment_name)
         chunks = self.stream_chunks(what, path, request, chunk_type, recv_raw)
         return await save_archive(chunks, destination, progress=progress)
+
+
+class AsyncDirectorClient:
+    """What every generation's async client is: one DirectorConnection, its options and
+    address, closed with ``close()`` or ``async with`` on the loop it ran on."""
+
+    generation = "OpenFL"
+    """The director generation, as error messages name it (``"OpenFL 1.9"``)."""
+
+    def __init__(
+        self,
+        *,
+        director_host: str,
+        director_port: int,
+        tls: bool,
+        root_certificate: PathLike | None = None,
+        private_key: PathLike | None = None,
+        certificate: PathLike | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        keepalive_time: float | None = DEFAULT_KEEPALIVE_TIME,
+        keepalive_timeout: float = DEFAULT_KEEPALIVE_TIMEOUT,
+        retry: RetryPolicy | None = RetryPolicy(),
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+    ) -> None:
+        self._connection = DirectorConnection(
+            director_host=director_host,
+            director_port=director_port,
+            tls=tls,
+            root_certificate=root_certificate,
+            private_key=private_key,
+            certificate=certificate,
+            options=ClientOptions(
+                timeout=timeout,
+                keepalive_time=keepalive_time,
+                keepalive_timeout=keepalive_timeout,
+                retry=retry,
+                max_message_size=max_message_size,
+            ),
+        )
+
+    @property
+    def director_host(self) -> str:
+        return self._connection.host
+
+    @property
+    def director_port(self) -> int:
+        return self._connection.port
+
+    @property
+    def options(self) -> ClientOptions:
+        """The client's validated options."""
+        return self._connection.options
+
+    @property
+    def address(self) -> str:
+        """The director's ``host:port``, as error messages name it."""
+        return self._connection.address
+
+    @property
+    def closed(self) -> bool:
+        """True once close() was called."""
+        return self._connection.closed
+
+    def _what(self, rpc: str) -> str:
+        """How errors name a call: the RPC and the director generation."""
+        return f"{rpc} ({self.generation})"
+
+    async def close(self) -> None:
+        """Close the connection; calls still in flight end with ClientClosedError."""
+        self._connection.close()
+
+    async def __aenter__(self: C) -> C:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()

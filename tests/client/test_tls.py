@@ -136,7 +136,8 @@ def test_the_verification_reason_and_what_to_check_are_named(
         client.report_shard_info(Descriptor(), [])
     # OpenSSL 1.1 writes "self signed", OpenSSL 3 "self-signed"
     assert re.fullmatch(
-        f"UpdateShardInfo: TLS with localhost:{tls_director.port} failed: the director's "
+        f"UpdateShardInfo \\(OpenFL 1.5-1.7\\): TLS with localhost:{tls_director.port} failed: "
+        "the director's "
         r"certificate did not verify: self.signed certificate in certificate chain "
         r"\(CERTIFICATE_VERIFY_FAILED\); is root_certificate \(-rc\) the CA that signed the "
         r"director's certificate\?",
