@@ -12,7 +12,7 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
-from shardclient import GpuMonitor, load_envoy_config
+from shardclient import EnvoyConfig, GpuMonitor
 from shardclient._cli.exits import (
     EXIT_EXPERIMENT_FAILED,
     EXIT_OK,
@@ -22,11 +22,18 @@ from shardclient._cli.exits import (
     exit_code,
     unwrap,
 )
-from shardclient._cli.options import config_option, connection_options, env, make_client
+from shardclient._cli.options import (
+    Connection,
+    config_option,
+    connection_options,
+    env,
+    envoy_setup,
+)
 from shardclient._cli.signals import run_async
 from shardclient._cli.terminal import Terminal
 from shardclient._envoy.envoy import Envoy, ExperimentResult, ExperimentSettings, Mode
 from shardclient._envoy.state import HandledExperiments
+from shardclient._generation import Generation
 from shardclient._log import install_handler
 
 __all__ = ["cli", "main"]
@@ -117,54 +124,79 @@ def run(
         raise click.UsageError("--exec and --download-only exclude each other")
     argv = _split_command(command) if command is not None else []
     mode = Mode.COMMAND if argv else Mode.DOWNLOAD_ONLY if download_only else Mode.COLLABORATOR
-    if mode is Mode.COLLABORATOR and importlib.util.find_spec("openfl") is None:
+    connection = Connection.from_options(options)
+    with GpuMonitor() as monitor:
+        setup = envoy_setup(connection, envoy_config_path, config_required=True, monitor=monitor)
+        if mode is Mode.COLLABORATOR:
+            _check_openfl(setup.generation)
+        config = setup.config
+        assert config is not None  # required above
+        workdir.mkdir(parents=True, exist_ok=True)
+        handled = HandledExperiments(workdir)
+        for name in rerun:
+            if handled.forget(name):
+                logger.info(
+                    "Experiment %s will run again if the director offers it (--rerun)", name
+                )
+        logger.info(
+            "Envoy %s: an %s director at %s (%s)",
+            connection.name,
+            setup.generation.value,
+            setup.director.address,
+            "--api" if connection.api != "auto" else f"the format of {config.path.name}",
+        )
+        settings = ExperimentSettings(
+            mode=mode,
+            workdir=workdir.absolute(),
+            shard_name=connection.name,
+            generation=setup.generation,
+            command=argv,
+            envoy_config=config.path,
+            cuda_devices=config.cuda_devices if isinstance(config, EnvoyConfig) else (),
+            review=config.review_experiment,
+            install_requirements=config.install_requirements,
+            keep_environment=keep_environment,
+            keep_workspace=keep_workspace,
+            start_folder=Path.cwd(),
+            root_certificate=connection.root_certificate,
+            private_key=connection.private_key,
+            certificate=connection.certificate,
+        )
+
+        async def main() -> list[ExperimentResult]:
+            with Terminal() as terminal:
+                try:
+                    envoy = Envoy(
+                        setup.director,
+                        workdir=workdir,
+                        settings=settings,
+                        handled=handled,
+                        approve=terminal.approve,
+                        progress=terminal.progress,
+                    )
+                    return await envoy.serve(once=once)
+                finally:
+                    await setup.director.close()
+
+        results = run_async(main)
+    raise CommandExit(EXIT_EXPERIMENT_FAILED if any(r.failed for r in results) else EXIT_OK)
+
+
+def _check_openfl(generation: Generation) -> None:
+    """Refuse to start without the OpenFL the generation's collaborator needs."""
+    extra = "workflow" if generation is Generation.WORKFLOW else "openfl"
+    module = "openfl.experimental.workflow" if generation is Generation.WORKFLOW else "openfl"
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # the parent package is missing
+        found = False
+    if not found:
         raise CommandExit(
             EXIT_USAGE,
-            "OpenFL is not installed, so there is no collaborator to run: "
-            "pip install 'shardclient[openfl]' (or give --exec COMMAND "
-            "or --download-only)",
+            f"OpenFL is not installed for an {generation.value} director, so there is no "
+            f"collaborator to run: pip install '.[{extra}]' from shardclient's checkout (or "
+            "give --exec COMMAND or --download-only)",
         )
-    config = load_envoy_config(envoy_config_path)
-    workdir.mkdir(parents=True, exist_ok=True)
-    handled = HandledExperiments(workdir)
-    for name in rerun:
-        if handled.forget(name):
-            logger.info("Experiment %s will run again if the director offers it (--rerun)", name)
-    client = make_client(**options)
-    settings = ExperimentSettings(
-        mode=mode,
-        workdir=workdir.absolute(),
-        shard_name=options["shard_name"],
-        command=argv,
-        envoy_config=config.path,
-        cuda_devices=config.cuda_devices,
-        review=config.review_experiment,
-        install_requirements=config.install_requirements,
-        keep_environment=keep_environment,
-        keep_workspace=keep_workspace,
-        root_certificate=None if options["disable_tls"] else options["root_cert_path"],
-        private_key=None if options["disable_tls"] else options["private_key_path"],
-        certificate=None if options["disable_tls"] else options["public_cert_path"],
-    )
-
-    async def main() -> list[ExperimentResult]:
-        with GpuMonitor() as monitor, Terminal() as terminal:
-            async with client:
-                envoy = Envoy(
-                    client,
-                    descriptor=config.descriptor,
-                    cuda_devices=config.cuda_devices,
-                    workdir=workdir,
-                    settings=settings,
-                    handled=handled,
-                    monitor=monitor,
-                    approve=terminal.approve,
-                    progress=terminal.progress,
-                )
-                return await envoy.serve(once=once)
-
-    results = run_async(main)
-    raise CommandExit(EXIT_EXPERIMENT_FAILED if any(r.failed for r in results) else EXIT_OK)
 
 
 def _split_command(command: str) -> list[str]:
@@ -182,25 +214,21 @@ def _split_command(command: str) -> list[str]:
 @config_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def register(envoy_config_path: Path, as_json: bool, **options: Any) -> None:
-    """Register the shard once; exit 2 when the director refuses it."""
-    config = load_envoy_config(envoy_config_path)
-    client = make_client(**options)
+    """Register the envoy once; exit 2 when the director refuses it."""
+    connection = Connection.from_options(options)
+    setup = envoy_setup(connection, envoy_config_path, config_required=True)
 
     async def main() -> None:
-        async with client:
-            envoy = Envoy(
-                client,
-                descriptor=config.descriptor,
-                cuda_devices=config.cuda_devices,
-                workdir=Path("."),
-            )
-            await envoy.register()
+        try:
+            await Envoy(setup.director, workdir=Path(".")).register()
+        finally:
+            await setup.director.close()
 
     run_async(main)
     _emit(
         as_json,
-        {"accepted": True, "shard_name": options["shard_name"]},
-        f"shard {options['shard_name']} accepted",
+        {"accepted": True, "shard_name": connection.name},
+        f"shard {connection.name} accepted",
     )
 
 
@@ -213,43 +241,38 @@ def health(
     context: click.Context, /, envoy_config_path: Path, as_json: bool, **options: Any
 ) -> None:
     """Send one health check; print the director's period."""
-    # A health check needs no shard descriptor: the config, when there is one, names the
-    # CUDA devices to read (and lets a lost registration be renewed).
-    default = context.get_parameter_source("envoy_config_path") is ParameterSource.DEFAULT
-    config = None if default and not envoy_config_path.exists() else load_envoy_config(
-        envoy_config_path)  # fmt: skip
-    client = make_client(**options)
+    # A health check needs no envoy config: one, when there is one, names the CUDA devices
+    # to read (and lets a lost registration be renewed).
+    given = context.get_parameter_source("envoy_config_path") is not ParameterSource.DEFAULT
+    connection = Connection.from_options(options)
+    with GpuMonitor() as monitor:
+        setup = envoy_setup(connection, envoy_config_path, config_required=given, monitor=monitor)
 
-    async def main() -> int:
-        async with client:
-            if config is None:
-                return await client.send_health_check(
-                    envoy_name=client.shard_name, is_experiment_running=False
-                )
-            with GpuMonitor() as monitor:
-                envoy = Envoy(
-                    client,
-                    descriptor=config.descriptor,
-                    cuda_devices=config.cuda_devices,
-                    workdir=Path("."),
-                    monitor=monitor,
-                )
-                return int(await envoy.health_check())
+        async def main() -> int:
+            try:
+                if setup.config is None:
+                    return await setup.director.health_check(running=False)
+                return int(await Envoy(setup.director, workdir=Path(".")).health_check())
+            finally:
+                await setup.director.close()
 
-    period = run_async(main)
+        period = run_async(main)
     _emit(as_json, {"health_check_period": period}, f"next health check in {period} s")
 
 
 @cli.command()
 @connection_options
+@config_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def wait(as_json: bool, **options: Any) -> None:
-    """Wait for the next experiment for this shard; print its name."""
-    client = make_client(**options)
+def wait(envoy_config_path: Path, as_json: bool, **options: Any) -> None:
+    """Wait for the next experiment for this envoy; print its name."""
+    setup = envoy_setup(Connection.from_options(options), envoy_config_path, config_required=False)
 
     async def main() -> str:
-        async with client:
-            return await client.wait_experiment()
+        try:
+            return await setup.director.wait_experiment()
+        finally:
+            await setup.director.close()
 
     name = run_async(main)
     _emit(as_json, {"experiment_name": name}, name)
@@ -257,6 +280,7 @@ def wait(as_json: bool, **options: Any) -> None:
 
 @cli.command()
 @connection_options
+@config_option
 @click.argument("experiment_name")
 @click.option(
     "--workdir",
@@ -266,17 +290,21 @@ def wait(as_json: bool, **options: Any) -> None:
     envvar=env("WORKDIR"),
 )
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def download(experiment_name: str, workdir: Path, as_json: bool, **options: Any) -> None:
+def download(
+    envoy_config_path: Path, experiment_name: str, workdir: Path, as_json: bool, **options: Any
+) -> None:
     """Download an experiment's archive into --workdir."""
-    client = make_client(**options)
+    setup = envoy_setup(Connection.from_options(options), envoy_config_path, config_required=False)
     workdir.mkdir(parents=True, exist_ok=True)
 
     async def main() -> tuple[str, int, str]:
         with Terminal() as terminal:
-            async with client:
-                result = await client.download_experiment(
+            try:
+                result = await setup.director.download_experiment(
                     experiment_name, workdir, progress=terminal.progress(experiment_name)
                 )
+            finally:
+                await setup.director.close()
         return str(result.path), result.size, result.sha256
 
     path, size, sha256 = run_async(main)

@@ -31,6 +31,7 @@ from shardclient._client.transport import AsyncDirectorClient
 from shardclient._client.wire import check_outgoing
 from shardclient._descriptor import ShardDescriptor, shard_info_from_descriptor
 from shardclient._errors import InvalidArgumentError, ShardClientError, ShardNotFoundError
+from shardclient._generation import Generation
 from shardclient._text import describe_value
 from shardclient.messages import (
     CudaDeviceInfo,
@@ -109,7 +110,7 @@ class AsyncShardDirectorClient(AsyncDirectorClient):
     and must be closed (``await client.close()`` or ``async with``) on the loop it ran on.
     """
 
-    generation = "OpenFL 1.5-1.7"
+    generation = Generation.INTERACTIVE
 
     def __init__(
         self,

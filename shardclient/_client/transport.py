@@ -45,6 +45,7 @@ from shardclient._client.tls import PathLike, client_ssl_context
 from shardclient._client.translate import NotFound, translate
 from shardclient._client.wire import check_message
 from shardclient._errors import ClientClosedError, InvalidArgumentError, ShardClientError
+from shardclient._generation import Generation
 from shardclient._text import archive_filename
 
 __all__ = ["AsyncDirectorClient", "DirectorConnection"]
@@ -325,8 +326,8 @@ class AsyncDirectorClient:
     """What every generation's async client is: one DirectorConnection, its options and
     address, closed with ``close()`` or ``async with`` on the loop it ran on."""
 
-    generation = "OpenFL"
-    """The director generation, as error messages name it (``"OpenFL 1.9"``)."""
+    generation: Generation
+    """The director generation (its value names it in error messages: ``OpenFL 1.9``)."""
 
     def __init__(
         self,
@@ -384,7 +385,7 @@ class AsyncDirectorClient:
 
     def _what(self, rpc: str) -> str:
         """How errors name a call: the RPC and the director generation."""
-        return f"{rpc} ({self.generation})"
+        return f"{rpc} ({self.generation.value})"
 
     async def close(self) -> None:
         """Close the connection; calls still in flight end with ClientClosedError."""

@@ -29,6 +29,7 @@ from shardclient._client.tls import PathLike
 from shardclient._client.translate import NotFound
 from shardclient._client.transport import AsyncDirectorClient
 from shardclient._errors import EnvoyNotFoundError, InvalidArgumentError, ShardClientError
+from shardclient._generation import Generation
 from shardclient.messages.workflow import (
     DirectorStub,
     ExperimentData,
@@ -55,7 +56,7 @@ class AsyncEnvoyDirectorClient(AsyncDirectorClient):
     (``await client.close()`` or ``async with``) on the loop it ran on.
     """
 
-    generation = "OpenFL 1.9"
+    generation = Generation.WORKFLOW
 
     def __init__(
         self,

@@ -68,14 +68,17 @@ class Checker:
                 )
         return tuple(value)
 
-    def template(self, section: Mapping[str, object], key: str) -> tuple[str, str]:
-        """'package.module.Class' split into the module and the class name."""
-        value = section.get("template")
+    def template(
+        self, section: Mapping[str, object], key: str, field: str = "template"
+    ) -> tuple[str, str]:
+        """The 'package.module.Name' at ``section[field]``, split into the module and the
+        name; ``key`` names it in errors."""
+        value = section.get(field)
         if not isinstance(value, str) or not value:
-            raise self.error(key, f"expected 'module.Class', got {describe_value(value)}")
+            raise self.error(key, f"expected 'module.Name', got {describe_value(value)}")
         module, _, name = value.rpartition(".")
         if not module or not all(part.isidentifier() for part in value.split(".")):
-            raise self.error(key, f"expected 'module.Class', got {describe_value(value)}")
+            raise self.error(key, f"expected 'module.Name', got {describe_value(value)}")
         return module, name
 
 

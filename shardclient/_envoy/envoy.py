@@ -1,38 +1,35 @@
 """The envoy loop: register, keep health checks going, wait for experiments, handle each
-once, report failures. Built on the public AsyncShardDirectorClient only.
+once, report failures. Built on a Director (either generation's; see .directors).
 
 Semantics follow OpenFL's envoy, with its failure modes fixed: the health loop survives every
 transient error and GPU failure (each kind logged once until it recovers), a lost
 registration is renewed, an experiment is handled once (the director keeps offering one that
 runs or failed: the envoy remembers, across restarts, and waits politely instead of running it
-again), and a failure is reported once, with the exit code and the tail of the output.
+again), and a failure is reported once, with the exit code and the tail of the output,
+where the protocol has a failure report (OpenFL 1.9's has none: it is logged and kept in the
+state file). An envoy started before its director waits for it.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import anyio
 import anyio.to_thread
+from grpclib.const import Status
 
 from shardclient import (
-    AsyncShardDirectorClient,
     CorruptExperimentDataError,
-    CudaDeviceInfo,
     DirectorProtocolError,
     DirectorRPCError,
     DirectorUnavailableError,
-    GpuInfoError,
-    GpuMonitor,
     ProgressCallback,
     ShardClientError,
-    ShardDescriptor,
-    ShardNotFoundError,
-    ShardRefusedError,
-    StaticShardDescriptor,
 )
+from shardclient._client.retry import is_retryable
+from shardclient._envoy.directors import Director
 from shardclient._envoy.experiment import (
     Approver,
     ExperimentResult,
@@ -41,6 +38,7 @@ from shardclient._envoy.experiment import (
     run_experiment,
 )
 from shardclient._envoy.state import HandledExperiment, HandledExperiments, Outcome
+from shardclient._generation import Generation
 from shardclient._log import OnceLog
 from shardclient._text import printable
 
@@ -55,18 +53,15 @@ _REPORT_TIMEOUT = 10.0  # seconds a failure report may take while the envoy is s
 
 
 class Envoy:
-    """One shard's participation in federations, driven by an AsyncShardDirectorClient."""
+    """One envoy's participation in federations, through a Director of either generation."""
 
     def __init__(
         self,
-        client: AsyncShardDirectorClient,
+        director: Director,
         *,
-        descriptor: ShardDescriptor,
-        cuda_devices: Sequence[int] = (),
         workdir: Path,
         settings: ExperimentSettings | None = None,
         handled: HandledExperiments | None = None,
-        monitor: GpuMonitor | None = None,
         approve: Approver | None = None,
         progress: Callable[[str], ProgressCallback | None] | None = None,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
@@ -76,15 +71,15 @@ class Envoy:
         ``approve`` asks the data owner when the config wants a review; ``progress(name)``
         makes the progress callback for one download; ``sleep`` waits between health checks
         (tests replace it to step the loop without real time)."""
-        self.client = client
-        self.descriptor = descriptor
-        self.cuda_devices = tuple(cuda_devices)
+        self.director = director
         self.workdir = workdir
         self.settings = settings or ExperimentSettings(
-            mode=Mode.DOWNLOAD_ONLY, workdir=workdir, shard_name=client.shard_name
+            mode=Mode.DOWNLOAD_ONLY,
+            workdir=workdir,
+            shard_name=director.name,
+            generation=director.generation,
         )
         self.handled = handled if handled is not None else HandledExperiments(workdir)
-        self.monitor = monitor
         self._approve = approve
         self._progress = progress
         self._sleep = sleep
@@ -92,7 +87,7 @@ class Envoy:
         self.health_checks_sent = 0
         self.period = _FIRST_PERIOD
         self._health_log = OnceLog(logger, "health check")
-        self._gpu_log = OnceLog(logger, "GPU readings")
+        self._start_log = OnceLog(logger, "registration")
         self._registered = anyio.Event()  # set (and replaced) at every registration
         self._download_failures: dict[str, int] = {}
         self._explained: set[str] = set()
@@ -100,54 +95,56 @@ class Envoy:
     # -- registration and health ----------------------------------------------------------
 
     async def register(self) -> None:
-        """Register the shard; ShardRefusedError (with the shapes sent) when refused."""
-        accepted = await self.client.report_shard_info(self.descriptor, self.cuda_devices)
-        if not accepted:
-            sent = StaticShardDescriptor.from_descriptor(self.descriptor)
-            sample = [str(d) for d in sent.sample_shape]
-            target = [str(d) for d in sent.target_shape]
-            raise ShardRefusedError(
-                f"the director at {self.client.address} refused shard "
-                f"{self.client.shard_name!r}: sample_shape {sample} and target_shape {target} "
-                "do not match its configuration",
-                sample_shape=sample,
-                target_shape=target,
-            )
-        logger.info("Shard %s registered with %s", self.client.shard_name, self.client.address)
+        """Register with the director; ShardRefusedError when it refuses, and
+        DirectorProtocolError when it speaks the other generation's protocol."""
+        try:
+            await self.director.register()
+        except DirectorRPCError as exc:
+            if exc.status is not Status.UNIMPLEMENTED:
+                raise
+            other = next(g for g in Generation if g is not self.director.generation)
+            raise DirectorProtocolError(
+                f"the director at {self.director.address} does not speak the "
+                f"{self.director.generation.value} director protocol (it answered "
+                f"UNIMPLEMENTED); is it an {other.value} director? Then give the envoy an "
+                f"{other.value} envoy config (or --api)",
+                address=self.director.address,
+            ) from exc
+        logger.info(
+            "%s registered with the %s director at %s",
+            self.director.name,
+            self.director.generation.value,
+            self.director.address,
+        )
         self._registered.set()
         self._registered = anyio.Event()
 
-    def readings(self) -> list[CudaDeviceInfo]:
-        """Live readings of the configured devices; [] (logged once) when they cannot be read."""
-        if self.monitor is None or not self.cuda_devices:
-            return []
-        try:
-            devices = self.monitor.devices(list(self.cuda_devices))
-        except GpuInfoError as exc:
-            self._gpu_log.problem(type(exc).__name__ + str(exc)[:40], str(exc))
-            return []
-        self._gpu_log.recovered()
-        return devices
+    async def register_when_up(self) -> None:
+        """Register, waiting for a director that cannot be reached yet (logged once); any
+        other failure (TLS, a refusal, a peer that is not a director) raises at once."""
+        while True:
+            try:
+                await self.register()
+            except ShardClientError as exc:
+                if not is_retryable(exc):
+                    raise
+                self._start_log.problem(
+                    "unreachable", f"{exc}; waiting for the director", until="until it answers"
+                )
+                await self._sleep(self.period)
+                continue
+            self._start_log.recovered("the director answered")
+            return
 
     async def health_check(self) -> float:
-        """Send one health check, re-registering if the director lost the shard; return the
+        """Send one health check, re-registering if the director lost this envoy; return the
         seconds until the next one is due."""
-
-        async def send() -> int:
-            # NVML calls (and a first CUDA-order lookup) block: keep them off the loop
-            readings = await anyio.to_thread.run_sync(self.readings)
-            return await self.client.send_health_check(
-                envoy_name=self.client.shard_name,
-                is_experiment_running=self.is_experiment_running,
-                cuda_devices_info=readings,
-            )
-
         try:
-            period = await send()
-        except ShardNotFoundError:
-            logger.warning("The director lost shard %s; registering again", self.client.shard_name)
+            period = await self.director.health_check(running=self.is_experiment_running)
+        except self.director.lost:
+            logger.warning("The director lost %s; registering again", self.director.name)
             await self.register()
-            period = await send()
+            period = await self.director.health_check(running=self.is_experiment_running)
         self.health_checks_sent += 1
         return float(period)
 
@@ -179,7 +176,7 @@ class Envoy:
         progress = self._progress(name) if self._progress is not None else None
         try:
             result = await run_experiment(
-                self.settings, self.client, name, approve=self._approve, progress=progress
+                self.settings, self.director, name, approve=self._approve, progress=progress
             )
         except (DirectorUnavailableError, DirectorRPCError, CorruptExperimentDataError) as exc:
             failures = self._download_failures.get(name, 0) + 1
@@ -214,16 +211,26 @@ class Envoy:
     async def _report(
         self, name: str, code: int, description: str, *, timeout: float | None = None
     ) -> None:
-        """Tell the director the experiment failed here; a failed report is logged only."""
-        logger.info("Reporting experiment %s as failed (code %d)", printable(name), code)
+        """Tell the director the experiment failed here, where its protocol can; a failed
+        report is logged only."""
         try:
             with anyio.fail_after(timeout):
-                await self.client.set_experiment_failed(
-                    name, error_code=code, error_description=description
-                )
+                reported = await self.director.report_failure(name, code, description)
         except (ShardClientError, TimeoutError) as exc:
             # openfl 1.6 answers UNKNOWN when the experiment's aggregator never started
             logger.warning("Experiment %s: the failure report failed: %s", printable(name), exc)
+            return
+        if reported:
+            logger.info("Reported experiment %s as failed (code %d)", printable(name), code)
+        else:
+            logger.warning(
+                "Experiment %s failed here (code %d); the %s director has no failure report, "
+                "so only this log and the state file keep it: %s",
+                printable(name),
+                code,
+                self.director.generation.value,
+                description,
+            )
 
     def _explain_wait(self, entry: HandledExperiment) -> None:
         """Say once per experiment why the envoy does not take the one it is offered."""
@@ -267,14 +274,14 @@ class Envoy:
             description = "the envoy stopped (it was restarted) during the experiment"
             self.handled.record(entry.name, Outcome.FAILED, description)
             await self._report(entry.name, 1, description)
-        await self.register()
+        await self.register_when_up()
         results: list[ExperimentResult] = []
         async with anyio.create_task_group() as group:
             group.start_soon(self.health_loop)
             delay = 0.0
             while True:
                 try:
-                    name = await self.client.wait_experiment()
+                    name = await self.director.wait_experiment()
                 except (DirectorUnavailableError, DirectorRPCError) as exc:
                     if once or isinstance(exc, DirectorProtocolError):
                         raise

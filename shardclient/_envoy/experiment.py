@@ -1,13 +1,15 @@
 """One experiment, from archive to outcome: fetch, unpack, review, environment, run.
 
 What runs depends on the mode: OpenFL's collaborator in a child process (the envoy's main
-job), a command of the data owner's (``--exec``), or nothing (``--download-only``). The
-result says how it ended and what to tell the director; reporting is the envoy's job.
+job; the child of the director's generation), a command of the data owner's (``--exec``), or
+nothing (``--download-only``). The result says how it ended and what to tell the director;
+reporting is the envoy's job.
 Everything the director sent (the name, the archive, the plan) is treated as untrusted.
 """
 
 from __future__ import annotations
 
+import getpass
 import logging
 import os
 import shlex
@@ -21,12 +23,14 @@ from pathlib import Path
 import anyio
 import anyio.to_thread
 
-from shardclient import AsyncShardDirectorClient, DownloadedExperiment, ProgressCallback
+from shardclient import DownloadedExperiment, ProgressCallback
 from shardclient._envoy import venv
+from shardclient._envoy.directors import Director
 from shardclient._envoy.process import ProcessResult, run_in_group
 from shardclient._envoy.review import NO_TERMINAL, summarize_workspace
 from shardclient._envoy.state import Outcome
 from shardclient._envoy.unpack import ArchiveRefusedError, UnpackLimits, unpack_archive
+from shardclient._generation import Generation
 from shardclient._text import printable, safe_stem, unencodable
 
 __all__ = [
@@ -61,6 +65,8 @@ class ExperimentSettings:
     mode: Mode
     workdir: Path
     shard_name: str
+    """This envoy's name at the director (the shard name, or the 1.9 envoy name)."""
+    generation: Generation = Generation.INTERACTIVE
     command: Sequence[str] = ()
     envoy_config: Path | None = None
     cuda_devices: tuple[int, ...] = ()
@@ -73,13 +79,31 @@ class ExperimentSettings:
     certificate: Path | None = None
     unpack_limits: UnpackLimits = field(default_factory=UnpackLimits)
     terminate_grace: float = 10.0
-    collaborator_command: Sequence[str] = (
-        sys.executable,
-        "-m",
-        "shardclient._envoy.collaborator.interactive",
-    )
-    """The collaborator program, before its arguments; the per-experiment environment's
-    python replaces the first item when there is one."""
+    start_folder: Path | None = None
+    """Where the envoy was started: first on the 1.9 collaborator's sys.path, as under ``fx``
+    (its private attributes' modules are found there)."""
+    collaborator_command: Sequence[str] | None = None
+    """The collaborator program, before its arguments (None: the generation's child); the
+    per-experiment environment's python replaces the first item when there is one."""
+
+    def collaborator(self) -> list[str]:
+        """The collaborator's command line, arguments included."""
+        command = self.collaborator_command or (sys.executable, "-m", _CHILDREN[self.generation])
+        return [*command, *_collaborator_arguments(self)]
+
+    def workspace(self, name: str) -> Path:
+        """Where experiment ``name`` is unpacked and its collaborator runs. For 1.9, as under
+        ``fx``: ``<envoy>_<experiment>`` in the folder the envoy runs in (--workdir), so that
+        relative paths in the envoy config resolve as they do for OpenFL's envoy."""
+        if self.generation is Generation.WORKFLOW:
+            return self.workdir / f"{safe_stem(self.shard_name)}_{safe_stem(name)}"
+        return self.workdir / EXPERIMENTS_FOLDER / safe_stem(name) / "workspace"
+
+
+_CHILDREN = {
+    Generation.INTERACTIVE: "shardclient._envoy.collaborator.interactive",
+    Generation.WORKFLOW: "shardclient._envoy.collaborator.workflow",
+}
 
 
 @dataclass(frozen=True)
@@ -141,7 +165,7 @@ def _failed(
 
 async def run_experiment(
     settings: ExperimentSettings,
-    client: AsyncShardDirectorClient,
+    director: Director,
     name: str,
     *,
     approve: Approver | None = None,
@@ -153,12 +177,12 @@ async def run_experiment(
     if problem is not None:
         return _refused(name, f"the envoy refuses {problem}")
     if settings.mode is not Mode.COLLABORATOR:
-        archive = await client.download_experiment(name, settings.workdir, progress=progress)
+        archive = await director.download_experiment(name, settings.workdir, progress=progress)
         _log_download(name, archive)
         if settings.mode is Mode.DOWNLOAD_ONLY:
             return ExperimentResult(name, Outcome.DOWNLOADED, archive=archive)
         return await _run_command(settings, name, archive, approve)
-    return await _run_collaborator(settings, client, name, approve, progress)
+    return await _run_collaborator(settings, director, name, approve, progress)
 
 
 def _log_download(name: str, archive: DownloadedExperiment) -> None:
@@ -175,7 +199,18 @@ def _child_env(name: str, **extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env.update(extra)
     env["SHARDCLIENT_EXPERIMENT"] = name
+    if not any(env.get(key) for key in ("USER", "USERNAME", "LOGNAME")):
+        # metaflow (under OpenFL 1.9's collaborator) refuses to run without a user name,
+        # which services and containers often lack
+        env["USER"] = _user_name()
     return env
+
+
+def _user_name() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # noqa: BLE001 - no passwd entry for this uid (a container)
+        return f"uid{os.getuid()}"
 
 
 async def _review(
@@ -231,17 +266,18 @@ async def _run_command(
 
 
 async def _run_collaborator(
-    settings: ExperimentSettings, client: AsyncShardDirectorClient, name: str,
+    settings: ExperimentSettings, director: Director, name: str,
     approve: Approver | None, progress: ProgressCallback | None,
 ) -> ExperimentResult:  # fmt: skip
     folder = settings.workdir / EXPERIMENTS_FOLDER / safe_stem(name)
-    if folder.exists():  # an earlier attempt at this experiment (--rerun): start afresh
-        await anyio.to_thread.run_sync(shutil.rmtree, folder)
+    workspace = settings.workspace(name)
+    for earlier in (folder, workspace):  # an earlier attempt (--rerun): start afresh
+        if earlier.exists():
+            await anyio.to_thread.run_sync(shutil.rmtree, earlier)
     folder.mkdir(parents=True)
     log = folder / "output.log"
-    workspace = folder / "workspace"
     environment = folder / "env"
-    archive = await client.download_experiment(name, folder, progress=progress)
+    archive = await director.download_experiment(name, folder, progress=progress)
     _log_download(name, archive)
     try:
         try:
@@ -261,7 +297,8 @@ async def _run_collaborator(
         if refusal is not None:
             return _refused(name, refusal, log=log)
 
-        python = settings.collaborator_command[0]
+        command = settings.collaborator()
+        python = command[0]
         env = _child_env(name)
         requirements = workspace / "requirements.txt"
         if settings.install_requirements and summary.requirements:
@@ -279,7 +316,7 @@ async def _run_collaborator(
                 return _failed(name, installed, "pip install -r requirements.txt", log)
             python = str(venv.environment_python(environment))
 
-        argv = [python, *settings.collaborator_command[1:], *_collaborator_arguments(settings)]
+        argv = [python, *command[1:]]
         logger.info("Starting the collaborator for %s (output in %s)", printable(name), log)
         try:
             result = await run_in_group(
@@ -304,11 +341,19 @@ async def _run_collaborator(
 
 def _collaborator_arguments(settings: ExperimentSettings) -> list[str]:
     assert settings.envoy_config is not None, "the collaborator mode needs the envoy config"
-    arguments = [
-        "--shard-name", settings.shard_name,
-        "--envoy-config", str(settings.envoy_config.absolute()),
-        "--cuda-devices", ",".join(str(index) for index in settings.cuda_devices),
-    ]  # fmt: skip
+    config = str(settings.envoy_config.absolute())
+    if settings.generation is Generation.WORKFLOW:
+        start = settings.start_folder or settings.envoy_config.parent
+        arguments = ["--envoy-name", settings.shard_name, "--envoy-config", config]
+        arguments += ["--start-folder", str(start.absolute())]
+        if settings.root_certificate is not None:  # the envoy's TLS files: TLS is on
+            arguments.append("--tls")
+    else:
+        arguments = [
+            "--shard-name", settings.shard_name,
+            "--envoy-config", config,
+            "--cuda-devices", ",".join(str(index) for index in settings.cuda_devices),
+        ]  # fmt: skip
     for flag, path in (
         ("--root-certificate", settings.root_certificate),
         ("--private-key", settings.private_key),

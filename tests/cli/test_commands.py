@@ -337,7 +337,11 @@ def test_options_from_environment(director: LocalDirector, envoy_config: Path) -
     ("args", "code", "message"),
     [
         (["--bogus"], 2, "No such option"),
-        (["run", "-n", "s", "-dh", "h"], 2, "Missing option"),
+        (
+            ["run", "-n", "s", "-dh", "h", "--api", "interactive", "--disable-tls"],
+            2,
+            "needs -dh/--director-host and -dp/--director-port",
+        ),
         (
             [
                 "register",
@@ -432,7 +436,7 @@ def test_run_without_openfl_refuses_at_start(
     done = _run("run", *_connection(director), "-ec", str(envoy_config), "--workdir", str(workdir))
     assert done.returncode == 2
     line = _one_error_line(done.stderr)
-    assert "pip install 'shardclient[openfl]'" in line and "--exec" in line
+    assert "pip install '.[openfl]'" in line and "--exec" in line
     assert director.shards == {}  # refused before contacting the director
 
 

@@ -253,15 +253,15 @@ TEMPLATE = "shard_descriptor:\n  template: good.Descriptor\n"
         ),
         (
             "shard_descriptor:\n  template: 12\n",
-            "shard_descriptor.template: expected 'module.Class', got 12 (int)",
+            "shard_descriptor.template: expected 'module.Name', got 12 (int)",
         ),
         (
             "shard_descriptor:\n  template: Descriptor\n",
-            "shard_descriptor.template: expected 'module.Class', got 'Descriptor' (str)",
+            "shard_descriptor.template: expected 'module.Name', got 'Descriptor' (str)",
         ),
         (
             "shard_descriptor:\n  template: my-module.Descriptor\n",
-            "shard_descriptor.template: expected 'module.Class', got 'my-module.Descriptor' (str)",
+            "shard_descriptor.template: expected 'module.Name', got 'my-module.Descriptor' (str)",
         ),
         (
             TEMPLATE + "  params: [1]\n",
@@ -306,7 +306,7 @@ TEMPLATE = "shard_descriptor:\n  template: good.Descriptor\n"
         ),
         (
             TEMPLATE + "optional_plugin_components:\n  monitor:\n    settings: []\n",
-            "optional_plugin_components.monitor.template: expected 'module.Class', got None "
+            "optional_plugin_components.monitor.template: expected 'module.Name', got None "
             "(NoneType)",
         ),
     ],

@@ -9,6 +9,7 @@ import anyio
 import pytest
 
 from shardclient import AsyncShardDirectorClient, GpuInfoError, ShardRefusedError
+from shardclient._envoy.directors import InteractiveDirector
 from shardclient._envoy.envoy import Envoy
 from shardclient.messages import CudaDeviceInfo
 from shardclient.testing import LocalDirector
@@ -55,7 +56,11 @@ async def test_health_loop_survives_outages_and_reregisters(
             tls=False,
             retry=None,
         ) as client:
-            envoy = Envoy(client, descriptor=Descriptor(), workdir=tmp_path, sleep=stepper.sleep)
+            envoy = Envoy(
+                InteractiveDirector(client, descriptor=Descriptor()),
+                workdir=tmp_path,
+                sleep=stepper.sleep,
+            )
             await envoy.register()
             with caplog.at_level(logging.INFO, logger="shardclient.envoy"):
                 async with anyio.create_task_group() as group:
@@ -77,7 +82,7 @@ async def test_health_loop_survives_outages_and_reregisters(
     outage = [m for m in messages if m.startswith("health check: ") and "logged once" in m]
     assert len(outage) == 1  # five failed health checks, one warning
     assert "127.0.0.1" in outage[0]
-    assert any("lost shard s1; registering again" in m for m in messages)
+    assert any("lost s1; registering again" in m for m in messages)
     assert any(m == "health check: recovered" for m in messages)
 
 
@@ -93,14 +98,13 @@ async def test_health_checks_go_on_without_gpu_readings(
             tls=False,
             retry=None,
         ) as client:
-            envoy = Envoy(
+            director_link = InteractiveDirector(
                 client,
                 descriptor=Descriptor(),
                 cuda_devices=[0],
-                workdir=tmp_path,
                 monitor=BrokenGpus(),  # type: ignore[arg-type]  # a stand-in monitor
-                sleep=stepper.sleep,
             )
+            envoy = Envoy(director_link, workdir=tmp_path, sleep=stepper.sleep)
             await envoy.register()
             with caplog.at_level(logging.WARNING, logger="shardclient.envoy"):
                 async with anyio.create_task_group() as group:
@@ -118,7 +122,7 @@ async def test_refused_registration_names_the_shapes_sent(tmp_path: Path) -> Non
         async with AsyncShardDirectorClient(
             director_host=director.host, director_port=director.port, shard_name="s1", tls=False
         ) as client:
-            envoy = Envoy(client, descriptor=Descriptor(), workdir=tmp_path)
+            envoy = Envoy(InteractiveDirector(client, descriptor=Descriptor()), workdir=tmp_path)
             with pytest.raises(ShardRefusedError, match=r"\['28', '28'\]") as caught:
                 await envoy.register()
     assert caught.value.target_shape == ["1"]

@@ -25,6 +25,7 @@ import anyio
 import pytest
 
 from shardclient import AsyncShardDirectorClient
+from shardclient._envoy.directors import InteractiveDirector
 from shardclient._envoy.envoy import Envoy
 from shardclient._envoy.experiment import Approver, ExperimentSettings, Mode
 from shardclient._envoy.state import HandledExperiments, Outcome
@@ -117,8 +118,7 @@ async def serving(
             **settings,  # type: ignore[arg-type]  # the test's keyword settings
         )  # fmt: skip
         envoy = Envoy(
-            client,
-            descriptor=Descriptor(),
+            InteractiveDirector(client, descriptor=Descriptor()),
             workdir=workdir,
             settings=experiment_settings,
             approve=approve,

@@ -10,16 +10,13 @@ stderr and exit code 1 (2 for bad arguments). Only this process imports openfl.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import traceback
 from pathlib import Path
 
+from shardclient._envoy.collaborator import PLAN, fx_import_path, run_to_exit_code
 from shardclient._log import install_handler
 
 __all__ = ["main"]
-
-PLAN = Path("plan") / "plan.yaml"
 
 
 def _arguments(argv: list[str] | None) -> argparse.Namespace:
@@ -41,22 +38,15 @@ def _setup_logging(level: str) -> None:
     install_handler(level)
 
 
-def _import_path(envoy_folder: Path, workspace: Path) -> None:
-    """As under ``fx envoy start``: the envoy's folder first (shard descriptor modules), the
-    workspace after it (the experiment's model and adapter modules)."""
-    here = {"", str(workspace), os.getcwd()}
-    rest = [entry for entry in sys.path if entry not in here and entry != str(envoy_folder)]
-    sys.path[:] = [str(envoy_folder), *rest, str(workspace)]
-
-
 def run(args: argparse.Namespace) -> None:
+    _setup_logging(args.log_level)
     from openfl.federated import Plan
 
     from shardclient._config.interactive import load_envoy_config
 
     workspace = Path.cwd()
     config_path = args.envoy_config.absolute()
-    _import_path(config_path.parent, workspace)
+    fx_import_path(config_path.parent, workspace)
     config = load_envoy_config(config_path)
     cuda = tuple(int(index) for index in args.cuda_devices.split(",") if index)
     plan = Plan.parse(plan_config_path=PLAN)
@@ -73,14 +63,7 @@ def run(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _arguments(argv)
-    try:
-        _setup_logging(args.log_level)
-        run(args)
-    except BaseException:  # noqa: BLE001 - the traceback is the failure report
-        traceback.print_exc()
-        sys.stderr.flush()
-        return 1
-    return 0
+    return run_to_exit_code(lambda: run(args))
 
 
 if __name__ == "__main__":
