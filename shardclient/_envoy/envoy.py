@@ -122,6 +122,7 @@ class Envoy:
     async def register_when_up(self) -> None:
         """Register, waiting for a director that cannot be reached yet (logged once); any
         other failure (TLS, a refusal, a peer that is not a director) raises at once."""
+        pause = 0.0
         while True:
             try:
                 await self.register()
@@ -131,7 +132,8 @@ class Envoy:
                 self._start_log.problem(
                     "unreachable", f"{exc}; waiting for the director", until="until it answers"
                 )
-                await self._sleep(self.period)
+                pause = min(max(1.0, pause * 2), self.period)  # 1, 2, 4 ... s, up to a period
+                await self._sleep(pause)
                 continue
             self._start_log.recovered("the director answered")
             return

@@ -10,17 +10,13 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from shardclient.testing import LocalDirector
+from tests.helpers.cli import COMMAND, LIMIT, one_error_line, run_command, wait_for
 from tests.helpers.paths import FIXTURES
-
-COMMAND = [sys.executable, "-m", "shardclient"]
-LIMIT = 60  # seconds any one command may take
 
 
 @pytest.fixture
@@ -44,33 +40,6 @@ def _connection(director: LocalDirector, shard: str = "s1") -> list[str]:
     return ["-n", shard, "-dh", director.host, "-dp", str(director.port), "--disable-tls"]
 
 
-def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*COMMAND, *args],
-        capture_output=True,
-        text=True,
-        timeout=LIMIT,
-        env={**os.environ, **(env or {})},
-        stdin=subprocess.DEVNULL,
-        check=False,
-    )
-
-
-def _one_error_line(stderr: str) -> str:
-    lines = [line for line in stderr.splitlines() if line.startswith("shardclient: error:")]
-    assert len(lines) == 1, stderr
-    assert "Traceback" not in stderr
-    return lines[0]
-
-
-def _wait_for(condition: Callable[[], bool], process: subprocess.Popen[str], what: str) -> None:
-    deadline = time.monotonic() + LIMIT
-    while not condition():
-        assert process.poll() is None, process.communicate()
-        assert time.monotonic() < deadline, what
-        time.sleep(0.01)  # polling for a file to appear, not asserting on timing
-
-
 def _gone(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
@@ -88,7 +57,7 @@ def test_run_once_with_a_command_that_succeeds(
         "import json, os; json.dump({k: os.environ[k] for k in "
         "('SHARDCLIENT_ARCHIVE', 'SHARDCLIENT_EXPERIMENT')}, open(os.environ['SEEN'], 'w'))"
     )
-    done = _run(
+    done = run_command(
         "run",
         *_connection(director),
         "-ec",
@@ -117,7 +86,7 @@ def test_run_once_reports_a_failing_command(
 ) -> None:
     director.submit_experiment("exp-bad", b"x", ["s1"])
     script = "import sys; sys.stderr.write('training blew up\\n'); sys.exit(3)"
-    done = _run(
+    done = run_command(
         "run",
         *_connection(director),
         "-ec",
@@ -138,7 +107,7 @@ def test_run_once_reports_a_failing_command(
 
 def test_refused_registration_exits_2(envoy_config: Path, workdir: Path) -> None:
     with LocalDirector(sample_shape=["32", "32"], target_shape=["1"]) as other:
-        done = _run(
+        done = run_command(
             "run",
             *_connection(other),
             "-ec",
@@ -149,7 +118,7 @@ def test_refused_registration_exits_2(envoy_config: Path, workdir: Path) -> None
             "--download-only",
         )
     assert done.returncode == 2
-    line = _one_error_line(done.stderr)
+    line = one_error_line(done.stderr)
     assert "refused" in line and "['28', '28']" in line and "['1']" in line
 
 
@@ -182,7 +151,7 @@ def test_sigterm_during_download_removes_the_partial_file(
         writer = fifo.open("wb")  # the director reads the archive as the envoy downloads it
         writer.write(os.urandom(3 * 1024 * 1024))
         writer.flush()
-        _wait_for(
+        wait_for(
             lambda: any(p.suffix == ".part" for p in workdir.iterdir()),
             envoy,
             "the download never started",
@@ -229,7 +198,7 @@ def test_sigterm_during_the_command_stops_it_and_its_children(
         env={**os.environ, "PIDS": str(pids)},
     )
     try:
-        _wait_for(
+        wait_for(
             lambda: pids.exists() and len(pids.read_text().split()) == 2,
             envoy,
             "the command never started",
@@ -265,7 +234,7 @@ def test_sigterm_during_a_one_shot_download(
         writer.write(os.urandom(3 * 1024 * 1024))
         writer.flush()
         try:
-            _wait_for(
+            wait_for(
                 lambda: any(p.suffix == ".part" for p in workdir.iterdir()),
                 envoy,
                 "the download never started",
@@ -280,7 +249,7 @@ def test_sigterm_during_a_one_shot_download(
 
 
 def test_demo() -> None:
-    done = _run("demo")
+    done = run_command("demo")
     assert done.returncode == 0, done.stderr
     for step in (
         "1. registered",
@@ -294,12 +263,12 @@ def test_demo() -> None:
 
 
 def test_gpus_without_nvml_or_with_it() -> None:
-    done = _run("gpus", "--json")
+    done = run_command("gpus", "--json")
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     if not report["available"]:
         assert report["devices"] == [] and report["reason"]
-        plain = _run("gpus")
+        plain = run_command("gpus")
         assert plain.returncode == 0 and "NVML is unavailable" in plain.stdout
     else:
         assert all("name" in device for device in report["devices"])
@@ -307,15 +276,15 @@ def test_gpus_without_nvml_or_with_it() -> None:
 
 def test_one_shot_commands(director: LocalDirector, envoy_config: Path, workdir: Path) -> None:
     connection = _connection(director)
-    registered = _run("register", *connection, "-ec", str(envoy_config), "--json")
+    registered = run_command("register", *connection, "-ec", str(envoy_config), "--json")
     assert registered.returncode == 0, registered.stderr
     assert json.loads(registered.stdout) == {"accepted": True, "shard_name": "s1"}
-    health = _run("health", *connection, "-ec", str(envoy_config), "--json")
+    health = run_command("health", *connection, "-ec", str(envoy_config), "--json")
     assert json.loads(health.stdout) == {"health_check_period": 7}
     director.submit_experiment("one-shot", b"payload", ["s1"])
-    waited = _run("wait", *connection, "--json")
+    waited = run_command("wait", *connection, "--json")
     assert json.loads(waited.stdout) == {"experiment_name": "one-shot"}
-    fetched = _run("download", *connection, "one-shot", "--workdir", str(workdir), "--json")
+    fetched = run_command("download", *connection, "one-shot", "--workdir", str(workdir), "--json")
     result = json.loads(fetched.stdout)
     assert Path(result["path"]).read_bytes() == b"payload" and result["size"] == 7
 
@@ -328,7 +297,7 @@ def test_options_from_environment(director: LocalDirector, envoy_config: Path) -
         "SHARDCLIENT_DISABLE_TLS": "1",
         "SHARDCLIENT_ENVOY_CONFIG_PATH": str(envoy_config),
     }
-    done = _run("register", env=env)
+    done = run_command("register", env=env)
     assert done.returncode == 0, done.stderr
     assert "env-shard" in director.shards
 
@@ -384,13 +353,13 @@ def test_user_errors_end_in_one_line(
 ) -> None:
     if "register" in args and "-ec" not in args:
         args = [*args, "-ec", str(envoy_config)]
-    done = _run(*args)
+    done = run_command(*args)
     assert done.returncode == code
-    assert message in _one_error_line(done.stderr)
+    assert message in one_error_line(done.stderr)
 
 
 def test_unreachable_director_exits_4(envoy_config: Path, free_port: int) -> None:
-    done = _run(
+    done = run_command(
         "register",
         "-n",
         "s",
@@ -405,11 +374,11 @@ def test_unreachable_director_exits_4(envoy_config: Path, free_port: int) -> Non
         str(envoy_config),
     )
     assert done.returncode == 4
-    assert f"127.0.0.1:{free_port}" in _one_error_line(done.stderr)
+    assert f"127.0.0.1:{free_port}" in one_error_line(done.stderr)
 
 
 def test_debug_log_level_shows_the_traceback(envoy_config: Path, free_port: int) -> None:
-    done = _run(
+    done = run_command(
         "--log-level",
         "debug",
         "register",
@@ -433,9 +402,11 @@ def test_run_without_openfl_refuses_at_start(
 ) -> None:
     if importlib.util.find_spec("openfl") is not None:
         pytest.skip("openfl is installed here, so `run` has a collaborator to run")
-    done = _run("run", *_connection(director), "-ec", str(envoy_config), "--workdir", str(workdir))
+    done = run_command(
+        "run", *_connection(director), "-ec", str(envoy_config), "--workdir", str(workdir)
+    )
     assert done.returncode == 2
-    line = _one_error_line(done.stderr)
+    line = one_error_line(done.stderr)
     assert "pip install '.[openfl]'" in line and "--exec" in line
     assert director.shards == {}  # refused before contacting the director
 
@@ -451,11 +422,11 @@ def test_run_without_openfl_refuses_at_start(
 def test_bad_run_flags_exit_2(
     director: LocalDirector, envoy_config: Path, workdir: Path, extra: list[str], message: str
 ) -> None:
-    done = _run(
+    done = run_command(
         "run", *_connection(director), "-ec", str(envoy_config), "--workdir", str(workdir), *extra
     )
     assert done.returncode == 2
-    assert message in _one_error_line(done.stderr)
+    assert message in one_error_line(done.stderr)
     assert director.shards == {}
 
 
@@ -500,7 +471,7 @@ def test_handled_experiments_are_not_run_again_unless_asked(
     director: LocalDirector, envoy_config: Path, workdir: Path
 ) -> None:
     director.submit_experiment("once", b"archive", ["s1"])
-    first = _run(
+    first = run_command(
         "run",
         *_connection(director),
         "-ec",
@@ -514,7 +485,7 @@ def test_handled_experiments_are_not_run_again_unless_asked(
     assert first.returncode == 5, first.stderr
     (workdir / "once.zip").unlink()
     # the director still offers it (it failed); --rerun takes it again on purpose
-    again = _run(
+    again = run_command(
         "run",
         *_connection(director),
         "-ec",
@@ -538,7 +509,7 @@ def test_a_corrupt_state_file_exits_3(
 ) -> None:
     workdir.mkdir()
     (workdir / ".shardclient-envoy-state.json").write_text("{")
-    done = _run(
+    done = run_command(
         "run",
         *_connection(director),
         "-ec",
@@ -548,11 +519,11 @@ def test_a_corrupt_state_file_exits_3(
         "--download-only",
     )
     assert done.returncode == 3
-    assert ".shardclient-envoy-state.json: not valid JSON" in _one_error_line(done.stderr)
+    assert ".shardclient-envoy-state.json: not valid JSON" in one_error_line(done.stderr)
 
 
 def test_tls_flags_missing_are_named_as_flags(envoy_config: Path) -> None:
-    done = _run(
+    done = run_command(
         "register",
         "-n",
         "s",
@@ -566,14 +537,14 @@ def test_tls_flags_missing_are_named_as_flags(envoy_config: Path) -> None:
         str(envoy_config),
     )
     assert done.returncode == 2
-    line = _one_error_line(done.stderr)
+    line = one_error_line(done.stderr)
     assert "-pk/--private-key-path, -oc/--public-cert-path" in line and "--disable-tls" in line
     assert "root_certificate" not in line  # the library's keyword names mean nothing here
 
 
 def test_health_needs_no_envoy_config(director: LocalDirector, tmp_path: Path) -> None:
     director.submit_experiment("unused", b"x", ["s1"])
-    registered = _run(
+    registered = run_command(
         "register",
         *_connection(director),
         "-ec",
@@ -587,7 +558,7 @@ def test_health_needs_no_envoy_config(director: LocalDirector, tmp_path: Path) -
 
 
 def test_an_unreachable_director_gives_one_line_per_attempt(free_port: int) -> None:
-    done = _run(
+    done = run_command(
         "register",
         "-n",
         "s",
@@ -608,11 +579,11 @@ def test_an_unreachable_director_gives_one_line_per_attempt(free_port: int) -> N
         ["attempt 2 of 3"],
     ]
     assert all(line.count("UpdateShardInfo") == 1 for line in attempts)  # named once
-    assert "--retry-attempts" in _one_error_line(done.stderr)
+    assert "--retry-attempts" in one_error_line(done.stderr)
 
 
 def test_help_summaries_are_whole_sentences() -> None:
-    commands = _run("--help").stdout.split("Commands:")[1]
+    commands = run_command("--help").stdout.split("Commands:")[1]
     assert "..." not in commands and commands.count(".") == 7, commands
 
 
@@ -628,7 +599,7 @@ def test_values_click_lets_through_are_refused_as_usage_errors(
     envoy_config: Path, flag: str, value: str, message: str
 ) -> None:
     shard = [] if flag == "-n" else ["-n", "s"]
-    done = _run("register", "-dh", "127.0.0.1", "-dp", "1", "--disable-tls",
+    done = run_command("register", "-dh", "127.0.0.1", "-dp", "1", "--disable-tls",
                 "-ec", str(envoy_config), *shard, flag, value)  # fmt: skip
     assert done.returncode == 2
-    assert message in _one_error_line(done.stderr)
+    assert message in one_error_line(done.stderr)

@@ -1,4 +1,5 @@
-"""Session fixtures: the openfl venv, and the real director without and with mutual TLS.
+"""Session fixtures: the openfl venv, and the real director without and with mutual TLS;
+the OpenFL 1.9 venv for the Workflow-API tests.
 
 Each director is started once per run on a free loopback port, and stopped and reaped
 whatever the outcome. A registry that cannot be reached skips the tests; any other
@@ -20,6 +21,7 @@ from tests.interop.openfl_director import (
     RegistryUnreachable,
     RunningDirector,
     ensure_openfl_venv,
+    ensure_workflow_venv,
     run_director,
 )
 
@@ -29,6 +31,16 @@ def openfl_venv() -> OpenflVenv:
     """The venv with openfl 1.6 (created, or reused when its ready-marker fits)."""
     try:
         return ensure_openfl_venv()
+    except RegistryUnreachable as exc:
+        pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="session")
+def workflow_venv() -> OpenflVenv:
+    """The venv with openfl 1.9 and shardclient's ``workflow`` extra (created, or reused when
+    its ready-marker fits)."""
+    try:
+        return ensure_workflow_venv()
     except RegistryUnreachable as exc:
         pytest.skip(str(exc))
 

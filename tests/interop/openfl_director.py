@@ -6,8 +6,10 @@ matches the requirements. The version is 1.6 unless SHARDCLIENT_OPENFL_VERSION n
 another (1.5.1 to 1.7.1 share the director protocol). Where the version allows it (1.6
 and later: openfl 1.5.1 pins an older click), shardclient itself is installed there too,
 editable and with its ``openfl`` extra, so that envoys of ours can run OpenFL's
-collaborator. Installing may fail as RegistryUnreachable (the only failure the fixtures
-turn into a skip) when pip could not reach the package registry.
+collaborator. Beside it, ``<repo>/.interop/venv-1.9`` holds OpenFL 1.9 (the Workflow API's
+director) through shardclient's ``workflow`` extra (WORKFLOW_VENV). Installing may fail as
+RegistryUnreachable (the only failure the fixtures turn into a skip) when pip could not
+reach the package registry.
 """
 
 from __future__ import annotations
@@ -65,8 +67,18 @@ class RegistryUnreachable(Exception):
 
 
 @dataclass(frozen=True)
+class VenvSpec:
+    """What one interop venv holds: openfl ``openfl_version`` (and numpy below
+    ``numpy_below`` when set), installed with pip from ``requirements``."""
+
+    openfl_version: str
+    requirements: tuple[str, ...]
+    numpy_below: tuple[int, int] | None = None
+
+
+@dataclass(frozen=True)
 class OpenflVenv:
-    """The virtual environment holding openfl 1.6."""
+    """A virtual environment holding openfl (1.6, or another version: see VenvSpec)."""
 
     root: Path
     python: Path
@@ -123,37 +135,49 @@ def _installed_versions(python: Path) -> tuple[str, str] | None:
     return lines[0], lines[1]
 
 
-def _versions_fit(versions: tuple[str, str] | None) -> bool:
+def _versions_fit(versions: tuple[str, str] | None, spec: VenvSpec) -> bool:
     if versions is None:
         return False
     openfl_version, numpy_version = versions
     numpy_minor = tuple(int(part) for part in re.findall(r"\d+", numpy_version)[:2])
-    return openfl_version == OPENFL_VERSION and numpy_minor < (2, 1)
+    if openfl_version != spec.openfl_version:
+        return False
+    return spec.numpy_below is None or numpy_minor < spec.numpy_below
 
 
 def _requirements() -> tuple[str, ...]:
     return (*OPENFL_REQUIREMENTS, *(SHARDCLIENT_REQUIREMENT if WITH_SHARDCLIENT else ()))
 
 
-def _marker_text() -> str:
+DEFAULT_SPEC = VenvSpec(OPENFL_VERSION, _requirements(), numpy_below=(2, 1))
+# OpenFL 1.9 (Workflow API) with the extras its collaborator imports, through shardclient's
+# ``workflow`` extra; numpy is unpinned there (nothing under openfl.experimental calls the
+# np.reshape(newshape=) that numpy 2.1 removed).
+WORKFLOW_SPEC = VenvSpec("1.9", ("-e", f"{REPO_ROOT}[workflow]"))
+WORKFLOW_VENV = CACHE_DIR / "venv-1.9"
+
+
+def _marker_text(spec: VenvSpec = DEFAULT_SPEC) -> str:
     # shardclient's own requirements may change: they are part of what makes the venv fit
     project = hashlib.sha256((REPO_ROOT / "pyproject.toml").read_bytes()).hexdigest()
-    return "\n".join((*_requirements(), project, sys.version.split()[0])) + "\n"
+    return "\n".join((*spec.requirements, project, sys.version.split()[0])) + "\n"
 
 
-def _venv_ready(venv: OpenflVenv) -> bool:
+def _venv_ready(venv: OpenflVenv, spec: VenvSpec = DEFAULT_SPEC) -> bool:
     marker = venv.root / READY_MARKER
     if not (marker.is_file() and venv.python.exists() and venv.fx.exists()):
         return False
-    return marker.read_text() == _marker_text() and _versions_fit(_installed_versions(venv.python))
+    return marker.read_text() == _marker_text(spec) and _versions_fit(
+        _installed_versions(venv.python), spec
+    )
 
 
-def _install(venv: OpenflVenv, log: Path) -> None:
+def _install(venv: OpenflVenv, log: Path, spec: VenvSpec = DEFAULT_SPEC) -> None:
     shutil.rmtree(venv.root, ignore_errors=True)
     subprocess.run([sys.executable, "-m", "venv", str(venv.root)], check=True, timeout=300)
     command = [
         str(venv.python), "-m", "pip", "install", "--retries", "2", "--timeout", "60",
-        *_requirements(),
+        *spec.requirements,
     ]  # fmt: skip
     try:
         result = subprocess.run(
@@ -165,36 +189,42 @@ def _install(venv: OpenflVenv, log: Path) -> None:
         )
     except subprocess.TimeoutExpired as exc:
         raise RuntimeError(
-            f"pip install {' '.join(_requirements())} ran over {PIP_INSTALL_TIMEOUT_S} s"
+            f"pip install {' '.join(spec.requirements)} ran over {PIP_INSTALL_TIMEOUT_S} s"
         ) from exc
     log.write_text(result.stdout)
     if result.returncode != 0:
         network = NETWORK_FAILURE.search(result.stdout)
         if network is not None:
             raise RegistryUnreachable(
-                f"package registry unreachable while installing openfl {OPENFL_VERSION} "
+                f"package registry unreachable while installing openfl {spec.openfl_version} "
                 f"(pip: ...{network.group(0)}...; full output in {log})"
             )
         raise RuntimeError(
-            f"pip install {' '.join(_requirements())} failed (exit {result.returncode}); "
+            f"pip install {' '.join(spec.requirements)} failed (exit {result.returncode}); "
             f"output in {log}:\n{result.stdout[-4000:]}"
         )
     versions = _installed_versions(venv.python)
-    if not _versions_fit(versions):
+    if not _versions_fit(versions, spec):
         raise RuntimeError(f"openfl venv holds (openfl, numpy) = {versions}, not what was asked")
-    (venv.root / READY_MARKER).write_text(_marker_text())
+    (venv.root / READY_MARKER).write_text(_marker_text(spec))
 
 
-def ensure_openfl_venv(root: Path = VENV_DIR) -> OpenflVenv:
-    """Return the openfl venv at ``root``, (re)creating it unless its ready-marker fits."""
+def ensure_openfl_venv(root: Path = VENV_DIR, spec: VenvSpec = DEFAULT_SPEC) -> OpenflVenv:
+    """Return the openfl venv at ``root`` holding ``spec`` (by default the version
+    SHARDCLIENT_OPENFL_VERSION names, 1.6), (re)creating it unless its ready-marker fits."""
     venv = OpenflVenv(root=root, python=root / "bin" / "python", fx=root / "bin" / "fx")
     root.parent.mkdir(parents=True, exist_ok=True)
     # Several test runs may share one working tree: one installs, the others wait.
     with open(root.parent / f"{root.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if not _venv_ready(venv):
-            _install(venv, root.parent / f"{root.name}-pip.log")
+        if not _venv_ready(venv, spec):
+            _install(venv, root.parent / f"{root.name}-pip.log", spec)
     return venv
+
+
+def ensure_workflow_venv() -> OpenflVenv:
+    """The OpenFL 1.9 venv (``.interop/venv-1.9``, shardclient's ``workflow`` extra)."""
+    return ensure_openfl_venv(WORKFLOW_VENV, WORKFLOW_SPEC)
 
 
 # --- the director process --------------------------------------------------------------
