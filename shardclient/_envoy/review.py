@@ -35,6 +35,8 @@ class ExperimentSummary:
     aggregator: str = "not stated"
     tasks: list[str] = field(default_factory=list)
     framework_adapter: str = "not stated"
+    flow: str | None = None
+    """An OpenFL 1.9 flow: its class and settings (1.5-1.7 plans have tasks instead)."""
     requirements: list[str] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
@@ -49,8 +51,13 @@ class ExperimentSummary:
             f"Experiment {printable(self.name)} asks to train on shard {printable(shard_name)}:",
             f"  aggregator     {self.aggregator}",
             f"  rounds         {self.rounds}",
-            f"  tasks          {_listing(self.tasks) or 'not stated'}",
-            f"  model adapter  {self.framework_adapter}",
+        ]
+        if self.flow is not None:
+            lines.append(f"  flow           {self.flow}")
+        else:
+            lines.append(f"  tasks          {_listing(self.tasks) or 'not stated'}")
+            lines.append(f"  model adapter  {self.framework_adapter}")
+        lines += [
             f"  files          {_listing(self.files) or 'none'}",
             f"  requirements   {len(self.requirements)}, {install}"
             + (f": {_listing(self.requirements)}" if self.requirements else ""),
@@ -107,6 +114,18 @@ def _plan_tasks(plan: Mapping[str, object]) -> list[str]:
     return list(names)
 
 
+def _flow(plan: Mapping[str, object]) -> str | None:
+    """An OpenFL 1.9 plan's flow: 'src.module.FlowClass (rounds=2, ...)'; None without one."""
+    template = _section(plan, "federated_flow", "template")
+    if template is None:
+        return None
+    settings = _section(plan, "federated_flow", "settings")
+    shown = ""
+    if isinstance(settings, Mapping) and settings:
+        shown = " (" + ", ".join(f"{key}={value!r}" for key, value in settings.items()) + ")"
+    return printable(f"{template}{shown}")
+
+
 def summarize_workspace(workspace: Path, name: str) -> ExperimentSummary:
     """Read what a reviewer needs from an unpacked workspace (never fails: problems are
     listed in the summary)."""
@@ -140,6 +159,7 @@ def summarize_workspace(workspace: Path, name: str) -> ExperimentSummary:
     rounds = _section(plan, "aggregator", "settings", "rounds_to_train")
     adapter = _section(plan, "task_runner", "required_plugin_components", "framework_adapters")
     return ExperimentSummary(
+        flow=_flow(plan),
         name=name,
         rounds=printable(rounds) if rounds is not None else "not stated",
         aggregator=aggregator,

@@ -76,3 +76,30 @@ def test_missing_or_broken_plan_is_a_note_not_an_error(tmp_path: Path) -> None:
         shard_name="s", install_requirements=True
     )
     assert "plan/plan.yaml cannot be read: expands to more than" in text
+
+
+WORKFLOW_PLAN = """\
+aggregator:
+  settings:
+    rounds_to_train: 1
+federated_flow:
+  settings:
+    checkpoint: true
+    rounds: 2
+  template: src.numpy_fedavg.NumpyFedAvgFlow
+network:
+  settings:
+    agg_addr: director.example
+    agg_port: 51079
+    tls: false
+"""
+
+
+def test_an_openfl_1_9_plan_shows_its_flow_and_settings(tmp_path: Path) -> None:
+    workspace = _workspace(tmp_path, plan=WORKFLOW_PLAN)
+    text = summarize_workspace(workspace, "NumpyFedAvgFlow").render(
+        shard_name="Portland", install_requirements=True
+    )
+    assert "flow           src.numpy_fedavg.NumpyFedAvgFlow (checkpoint=True, rounds=2)" in text
+    assert "director.example:51079 (TLS off)" in text
+    assert "tasks" not in text and "model adapter" not in text
