@@ -84,6 +84,7 @@ class _Queues:
     current: dict[str, str] = field(default_factory=dict)  # collaborator -> its experiment
     finished: set[str] = field(default_factory=set)
     waits: dict[str, int] = field(default_factory=dict)
+    health_checks: dict[str, int] = field(default_factory=dict)
     changed: asyncio.Condition | None = None
 
     def condition(self) -> asyncio.Condition:
@@ -104,6 +105,9 @@ class _Queues:
             experiment = self.queued[collaborator].pop(0)
         self.current[collaborator] = experiment
         return experiment
+
+    def count_health_check(self, envoy: str) -> None:
+        self.health_checks[envoy] = self.health_checks.get(envoy, 0) + 1
 
     def forget(self) -> None:
         """What a restarted director no longer knows."""
@@ -157,6 +161,7 @@ class _DirectorService(DirectorBase):
             is_experiment_running=request.is_experiment_running,
             cuda_devices=tuple(request.cuda_devices),
         )
+        self._state.queues.count_health_check(request.name)
         return UpdateEnvoyStatusResponse(
             health_check_period=timedelta(seconds=self._state.health_check_period)
         )
@@ -213,6 +218,7 @@ class _WorkflowService(workflow.DirectorBase):
         if request.name not in self._state.envoys:
             raise GRPCError(Status.NOT_FOUND, f"Unknown envoy {request.name}")
         self._state.envoys[request.name] = EnvoyStatus(request.is_experiment_running)
+        self._state.queues.count_health_check(request.name)
         return workflow.UpdateEnvoyStatusResponse(
             health_check_period=timedelta(seconds=self._state.health_check_period)
         )
@@ -299,6 +305,11 @@ class _LocalServer:
     def waits(self) -> dict[str, int]:
         """How many WaitExperiment calls each collaborator made (a snapshot)."""
         return dict(self._queues.waits)
+
+    @property
+    def health_checks(self) -> dict[str, int]:
+        """How many health checks each envoy had answered (a snapshot)."""
+        return dict(self._queues.health_checks)
 
     # -- serving -----------------------------------------------------------------------
 

@@ -34,7 +34,7 @@ from shardclient._cli.terminal import Terminal
 from shardclient._envoy.envoy import Envoy, ExperimentResult, ExperimentSettings, Mode
 from shardclient._envoy.state import HandledExperiments
 from shardclient._generation import Generation
-from shardclient._log import install_handler
+from shardclient._log import install_handler, stop_output
 
 __all__ = ["cli", "main"]
 
@@ -361,30 +361,34 @@ def demo() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns (and, as a script, exits with) the exit code."""
+    code, line = _outcome(argv)
+    stop_output()  # the log's last records go out before the error line
+    if line:
+        click.echo(f"shardclient: error: {line}", err=True)
+    return code
+
+
+def _outcome(argv: list[str] | None) -> tuple[int, str]:
+    """The exit code and the one error line (or '') of running the command line."""
     try:
         cli.main(args=argv, prog_name="shardclient", standalone_mode=False)
     except click.exceptions.Abort:
-        return 130
+        return 130, ""
     except click.UsageError as exc:
         hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
-        click.echo(f"shardclient: error: {exc.format_message()}{hint}", err=True)
-        return EXIT_USAGE
+        return EXIT_USAGE, f"{exc.format_message()}{hint}"
     except click.ClickException as exc:
-        click.echo(f"shardclient: error: {exc.format_message()}", err=True)
-        return exc.exit_code
+        return exc.exit_code, exc.format_message()
     except CommandExit as done:
-        if str(done):
-            click.echo(f"shardclient: error: {done}", err=True)
-        return done.code
+        return done.code, str(done)
     except KeyboardInterrupt:
-        return 130
+        return 130, ""
     except BaseException as raised:
         error = unwrap(raised)
         if isinstance(error, CommandExit):
-            return error.code
+            return error.code, ""
         if isinstance(error, (SystemExit, KeyboardInterrupt)):
-            return 130 if isinstance(error, KeyboardInterrupt) else int(error.code or 0)
+            return (130 if isinstance(error, KeyboardInterrupt) else int(error.code or 0)), ""
         logger.debug("Failed", exc_info=error)
-        click.echo(f"shardclient: error: {describe_failure(error)}", err=True)
-        return exit_code(error)
-    return EXIT_OK
+        return exit_code(error), describe_failure(error)
+    return EXIT_OK, ""

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import fcntl
 import importlib.util
 import json
 import os
 import re
 import shutil
 import signal
+import struct
 import subprocess
 import sys
+import termios
 from pathlib import Path
 
 import pytest
@@ -603,3 +606,49 @@ def test_values_click_lets_through_are_refused_as_usage_errors(
                 "-ec", str(envoy_config), *shard, flag, value)  # fmt: skip
     assert done.returncode == 2
     assert message in one_error_line(done.stderr)
+
+
+def test_health_checks_keep_their_period_while_nobody_reads_stderr(
+    envoy_config: Path, workdir: Path
+) -> None:
+    """A paused terminal or a stalled log pipeline: the envoy's stderr is a pipe nobody reads
+    while the experiment's output floods the log. Health checks go on; the log lines that did
+    not fit are dropped and counted once the pipe moves again."""
+    flood = (  # 64 KiB of output 4 times a second, for as long as it runs
+        "import sys, time; [(sys.stdout.write(('y' * 200 + '\\n') * 320), sys.stdout.flush(), "
+        "time.sleep(0.25)) for _ in iter(int, 1)]"
+    )
+    with LocalDirector(
+        sample_shape=["28", "28"], target_shape=["1"], health_check_period=1
+    ) as director:
+        director.submit_experiment("noisy", b"x", ["s1"])
+        envoy = subprocess.Popen(
+            [*COMMAND, "run", *_connection(director), "-ec", str(envoy_config),
+             "--workdir", str(workdir), "--exec", f'{sys.executable} -c "{flood}"'],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        assert envoy.stderr is not None
+        pipe = envoy.stderr.fileno()
+        fcntl.fcntl(pipe, F_SETPIPE_SZ, 4096)  # one page: full after a few log lines
+        full = fcntl.fcntl(pipe, F_GETPIPE_SZ) // 2  # writes may not fill every page whole
+        try:
+            wait_for(lambda: _unread(pipe) >= full, envoy, "the pipe never filled")  # type: ignore[arg-type]  # bytes mode
+            before = director.health_checks["s1"]
+            wait_for(
+                lambda: director.health_checks["s1"] >= before + 3,
+                envoy,  # type: ignore[arg-type]  # bytes mode
+                "no health checks while stderr was not read",
+            )
+            assert _unread(pipe) >= full  # nobody read it meanwhile
+        finally:
+            envoy.terminate()
+            _, output = envoy.communicate(timeout=LIMIT)
+    assert b"log records were dropped: the log output did not keep up" in output
+
+
+F_SETPIPE_SZ, F_GETPIPE_SZ = 1031, 1032  # Linux's fcntl commands for a pipe's capacity
+
+
+def _unread(fd: int) -> int:
+    """Bytes waiting in pipe ``fd``."""
+    return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]  # type: ignore[no-any-return]
