@@ -4,15 +4,19 @@
 
 1. the client was closed: ClientClosedError, whatever the call saw;
 2. what the connection showed (``Diagnosis``), which says more than the exception grpclib
-   raised: bytes that can never be HTTP/2 (an HTTP/1 server, a plain-text peer of a TLS
-   client), a framing error, a keepalive ping left unanswered, a TLS connection closed before
+   raised: a TLS record where a plain-text client expected HTTP/2 (the director speaks TLS),
+   bytes that can never be HTTP/2 (an HTTP/1 server, not a director at all), a framing error, a keepalive ping left unanswered, a TLS connection closed before
    any byte (a refused certificate, most likely), GOAWAY, a deadline on a connection the peer
    had closed;
 3. the exception itself: a gRPC status (NOT_FOUND on a call about this envoy: the caller's
    ``not_found`` error), a deadline, TLS, a lost stream, a protocol violation, an OS error;
 4. anything else is returned unchanged.
 
-The chunk errors (an oversized, compressed or truncated message) are made here too.
+A TLS mismatch that the connection cannot show by itself (a TLS server closing a plain-text
+connection in silence; a plain-text server answering a TLS hello) is confirmed by one short
+probe of the peer (shardclient._client.probe), which the transport runs when
+``maybe_tls_mismatch`` says so; ``tls_mismatch`` makes its error. The chunk errors (an
+oversized, compressed or truncated message) are made here too.
 """
 
 from __future__ import annotations
@@ -39,7 +43,9 @@ from shardclient._errors import (
 __all__ = [
     "NotFound",
     "compressed_message",
+    "maybe_tls_mismatch",
     "message_too_large",
+    "tls_mismatch",
     "translate",
     "truncated_message",
 ]
@@ -106,9 +112,11 @@ def _from_connection(
     lost = isinstance(exc, grpclib.exceptions.StreamTerminatedError)
     timed_out = isinstance(exc, _TIMEOUTS)
     tls_hint = "" if tls else ", or does it expect TLS"
+    if (lost or timed_out) and seen.peer_tls and not tls:
+        return tls_mismatch(what, address, client_tls=False)
     if (lost or timed_out) and seen.garbage is not None:
         return DirectorProtocolError(
-            f"{what}: {address} {seen.garbage} (is it a gRPC director{tls_hint}?)",
+            f"{what}: {address} {seen.garbage}: it is not a gRPC director",
             address=address,
         )
     if lost and seen.framing is not None:
@@ -214,6 +222,31 @@ def tls_closed_early(what: str, address: str, alert: str) -> ShardClientError:
         f"({_CHECK_CERTIFICATE}); or a TLS proxy in front of it has no backend",
         address=address,
     )
+
+
+def tls_mismatch(what: str, address: str, *, client_tls: bool) -> TLSHandshakeError:
+    """One side speaks TLS and the other does not (not retried: it will not pass)."""
+    if client_tls:
+        text = (
+            f"the director at {address} speaks plain text (it was started with "
+            "--disable-tls); start the envoy with --disable-tls too (tls=False)"
+        )
+    else:
+        text = (
+            f"the director at {address} speaks TLS; this envoy was started with "
+            "--disable-tls (tls=False): give it its TLS files (-rc, -pk, -oc) instead"
+        )
+    return TLSHandshakeError(f"{what}: {text}", address=address)
+
+
+def maybe_tls_mismatch(exc: Exception, seen: Diagnosis | None, *, tls: bool) -> bool:
+    """Whether a failure may be a TLS mismatch that only a probe can confirm: a plain-text
+    connection the peer closed before a single byte, or a TLS hello answered with bytes that
+    are not TLS (OpenSSL's WRONG_VERSION_NUMBER)."""
+    if not tls:
+        lost = isinstance(exc, grpclib.exceptions.StreamTerminatedError)
+        return lost and seen is not None and seen.closed_unheard
+    return isinstance(exc, ssl.SSLError) and "WRONG_VERSION_NUMBER" in str(exc.reason or exc)
 
 
 def message_too_large(what: str, length: int, limit: int, address: str) -> DirectorRPCError:

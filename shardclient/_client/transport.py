@@ -40,9 +40,15 @@ from shardclient._client.options import (
     DEFAULT_TIMEOUT,
     ClientOptions,
 )
+from shardclient._client.probe import speaks_plain_http2, speaks_tls
 from shardclient._client.retry import RetryBudget, RetryPolicy, call_with_retry, is_retryable
 from shardclient._client.tls import PathLike, client_ssl_context
-from shardclient._client.translate import NotFound, translate
+from shardclient._client.translate import (
+    NotFound,
+    maybe_tls_mismatch,
+    tls_mismatch,
+    translate,
+)
 from shardclient._client.wire import check_message
 from shardclient._errors import ClientClosedError, InvalidArgumentError, ShardClientError
 from shardclient._generation import Generation
@@ -151,15 +157,24 @@ class DirectorConnection:
         if channel is not None:
             channel.close()
 
-    def error(self, exc: Exception, what: str, *, not_found: NotFound | None = None) -> Exception:
-        """Our error for what call ``what`` raised (see shardclient._client.translate)."""
+    async def error(
+        self, exc: Exception, what: str, *, not_found: NotFound | None = None
+    ) -> Exception:
+        """Our error for what call ``what`` raised (see shardclient._client.translate); a
+        possible TLS mismatch is confirmed by one short probe of the director first."""
+        seen = diagnose(self._channel)
+        tls = self.ssl is not None
+        if not self.closed and maybe_tls_mismatch(exc, seen, tls=tls):
+            probe = speaks_plain_http2 if tls else speaks_tls
+            if await probe(self.host, self.port):
+                return tls_mismatch(what, self.address, client_tls=tls)
         return translate(
             exc,
             what=what,
             address=self.address,
             closed=self.closed,
-            diagnosis=diagnose(self._channel),
-            tls=self.ssl is not None,
+            diagnosis=seen,
+            tls=tls,
             answered=self.answered,
             keepalive_timeout=self.options.keepalive_timeout,
             not_found=not_found,
@@ -182,7 +197,7 @@ class DirectorConnection:
             except ShardClientError:
                 raise
             except Exception as exc:
-                raise self.error(exc, what, not_found=not_found) from exc
+                raise await self.error(exc, what, not_found=not_found) from exc
             self.answered = True
             return result
 
@@ -224,7 +239,7 @@ class DirectorConnection:
             except ShardClientError:
                 raise
             except Exception as exc:  # noqa: BLE001 - mapped, then retried or raised
-                error = self.error(exc, what)
+                error = await self.error(exc, what)
                 if error is not exc:
                     error.__cause__ = exc
                 waited = time.monotonic() - started
@@ -284,7 +299,7 @@ class DirectorConnection:
                 # for the response it was abandoning
                 await stack.__aexit__(type(exc), exc, exc.__traceback__)
                 if isinstance(exc, Exception) and not isinstance(exc, ShardClientError):
-                    raise self.error(exc, what) from exc
+                    raise await self.error(exc, what) from exc
                 raise
             return stack, stream, first
 
@@ -297,7 +312,7 @@ class DirectorConnection:
                 except ShardClientError:
                     raise
                 except Exception as exc:
-                    raise self.error(exc, what) from exc
+                    raise await self.error(exc, what) from exc
 
     def chunks(
         self, what: str, path: str, request: betterproto.Message, chunk_type: ChunkType[M]

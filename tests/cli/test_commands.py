@@ -17,7 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from shardclient._client.tls import server_ssl_context
 from shardclient.testing import LocalDirector
+from tests.helpers.certs import Pki
 from tests.helpers.cli import COMMAND, LIMIT, one_error_line, run_command, wait_for
 from tests.helpers.paths import FIXTURES
 
@@ -652,3 +654,27 @@ F_SETPIPE_SZ, F_GETPIPE_SZ = 1031, 1032  # Linux's fcntl commands for a pipe's c
 def _unread(fd: int) -> int:
     """Bytes waiting in pipe ``fd``."""
     return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]  # type: ignore[no-any-return]
+
+
+def test_a_tls_mismatch_is_one_line_naming_the_flag_exit_4(
+    director: LocalDirector, envoy_config: Path, pki: Pki
+) -> None:
+    context = server_ssl_context(
+        root_certificate=pki.ca_cert, private_key=pki.server.key, certificate=pki.server.cert
+    )
+    with LocalDirector(sample_shape=["28", "28"], target_shape=["1"], tls=context) as tls:
+        plain = run_command("register", *_connection(tls), "-ec", str(envoy_config))
+    assert plain.returncode == 4
+    assert one_error_line(plain.stderr).endswith(
+        f"the director at {tls.host}:{tls.port} speaks TLS; this envoy was started with "
+        "--disable-tls (tls=False): give it its TLS files (-rc, -pk, -oc) instead"
+    )
+    assert "attempt 1 of" not in plain.stderr  # no retry loop
+    files = ["-rc", str(pki.ca_cert), "-pk", str(pki.client.key), "-oc", str(pki.client.cert)]
+    address = ["-n", "s1", "-dh", "localhost", "-dp", str(director.port)]
+    encrypted = run_command("register", *address, *files, "-ec", str(envoy_config))
+    assert encrypted.returncode == 4
+    assert one_error_line(encrypted.stderr).endswith(
+        f"the director at localhost:{director.port} speaks plain text (it was started with "
+        "--disable-tls); start the envoy with --disable-tls too (tls=False)"
+    )

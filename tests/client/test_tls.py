@@ -11,9 +11,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from shardclient import (
+    AsyncShardDirectorClient,
     DirectorUnavailableError,
     RetryPolicy,
-    ShardClientError,
     ShardDirectorClient,
     TLSConfigurationError,
     TLSHandshakeError,
@@ -24,6 +24,7 @@ from shardclient._client.translate import tls_closed_early
 from shardclient.testing import LocalDirector
 from tests.helpers.certs import Pki, make_pki
 from tests.helpers.director import SAMPLE_SHAPE, TARGET_SHAPE, Descriptor
+from tests.helpers.hostile import HTTP1_REPLY, HostileServer, garbage
 
 
 @pytest.fixture
@@ -145,19 +146,66 @@ def test_the_verification_reason_and_what_to_check_are_named(
     ), str(caught.value)
 
 
-def test_plain_client_against_tls_director(tls_director: LocalDirector) -> None:
+def test_a_plain_client_is_told_the_director_speaks_tls(
+    tls_director: LocalDirector, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With the default options (retries included): one line saying which side speaks what
+    and which flag to change, and no retry loop."""
     with (
         ShardDirectorClient(
-            director_host="127.0.0.1",
-            director_port=tls_director.port,
-            shard_name="s1",
-            tls=False,
-            retry=None,
-            timeout=5,
+            director_host="127.0.0.1", director_port=tls_director.port, shard_name="s1", tls=False
         ) as client,
-        pytest.raises(ShardClientError, match=f"127.0.0.1:{tls_director.port}"),
+        caplog.at_level(logging.WARNING, logger="shardclient"),
+        pytest.raises(TLSHandshakeError) as caught,
     ):
         client.report_shard_info(Descriptor(), [])
+    assert str(caught.value) == (
+        f"UpdateShardInfo (OpenFL 1.5-1.7): the director at 127.0.0.1:{tls_director.port} "
+        "speaks TLS; this envoy was started with --disable-tls (tls=False): give it its TLS "
+        "files (-rc, -pk, -oc) instead"
+    )
+    assert not is_retryable(caught.value)
+    assert not [r for r in caplog.records if "attempt 1 of" in r.getMessage()]
+
+
+def test_a_tls_client_is_told_the_director_speaks_plain_text(
+    director: LocalDirector, pki: Pki, caplog: pytest.LogCaptureFixture
+) -> None:
+    with (
+        ShardDirectorClient(
+            director_host="localhost",
+            director_port=director.port,
+            shard_name="s1",
+            root_certificate=pki.ca_cert,
+            private_key=pki.client.key,
+            certificate=pki.client.cert,
+        ) as client,
+        caplog.at_level(logging.WARNING, logger="shardclient"),
+        pytest.raises(TLSHandshakeError) as caught,
+    ):
+        client.report_shard_info(Descriptor(), [])
+    assert str(caught.value) == (
+        f"UpdateShardInfo (OpenFL 1.5-1.7): the director at localhost:{director.port} speaks "
+        "plain text (it was started with --disable-tls); start the envoy with --disable-tls "
+        "too (tls=False)"
+    )
+    assert not [r for r in caplog.records if "attempt 1 of" in r.getMessage()]
+
+
+@pytest.mark.anyio
+async def test_a_tls_client_of_an_http1_server_is_not_told_it_speaks_plain_grpc(
+    pki: Pki,
+) -> None:
+    """Bytes that are not TLS from a peer that is no gRPC director either: the probe finds no
+    HTTP/2 there, so no guess is made; OpenSSL's reason stays."""
+    async with HostileServer(garbage(HTTP1_REPLY)) as server, AsyncShardDirectorClient(
+        director_host="localhost", director_port=server.port, shard_name="s1",
+        root_certificate=pki.ca_cert, private_key=pki.client.key, certificate=pki.client.cert,
+    ) as client:  # fmt: skip
+        with pytest.raises(TLSHandshakeError) as caught:
+            await client.report_shard_info(Descriptor(), [])
+    assert "speaks plain text" not in str(caught.value)
+    assert "WRONG_VERSION_NUMBER" in str(caught.value)
 
 
 def test_tls_without_files() -> None:

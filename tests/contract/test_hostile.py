@@ -3,6 +3,7 @@ unbounded buffer, no partial file. Each test bounds itself with anyio.fail_after
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import anyio
@@ -18,11 +19,13 @@ from shardclient import (
     DirectorUnavailableError,
     RetryPolicy,
     StaticShardDescriptor,
+    TLSHandshakeError,
 )
 from shardclient._client.http2 import guards
 from tests.helpers.hostile import (
     HTTP1_REPLY,
     H2Script,
+    Handler,
     HostileServer,
     chunk,
     garbage,
@@ -107,7 +110,7 @@ async def test_length_prefix_claiming_a_gigabyte_is_refused_before_buffering(
 
 @pytest.mark.parametrize(
     ("payload", "diagnosis"),
-    [(HTTP1_REPLY, "HTTP/1, not HTTP/2"), (b"\xff" * 64, "not an HTTP/2 frame")],
+    [(HTTP1_REPLY, "HTTP/1, not HTTP/2"), (b"\xff" * 64, "bytes that are not HTTP/2")],
     ids=["http1", "binary"],
 )
 async def test_garbage_instead_of_http2(
@@ -265,3 +268,43 @@ async def test_goaway_then_the_call_s_status_is_a_lost_connection() -> None:
             await client.wait_experiment()
     assert "GOAWAY" in str(caught.value)
     assert not isinstance(caught.value, DirectorProtocolError)
+
+
+def _closing(payload: bytes) -> Handler:
+    """Answer every connection with ``payload``, then close it."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(payload)
+        await writer.drain()
+
+    return handle
+
+
+TLS_ALERT = b"\x15\x03\x03\x00\x02\x02\x46"  # what a TLS server answers bytes that are not TLS
+
+
+@pytest.mark.parametrize("closes", [False, True], ids=["kept-open", "closed"])
+@pytest.mark.parametrize(
+    ("payload", "expected", "said"),
+    [
+        (HTTP1_REPLY, DirectorProtocolError, "answered in HTTP/1, not HTTP/2"),
+        (b"\xff" * 64, DirectorProtocolError, "sent bytes that are not HTTP/2"),
+        (b"SSH-2.0-OpenSSH_9.6\r\n", DirectorProtocolError, "sent bytes that are not HTTP/2"),
+        (TLS_ALERT, TLSHandshakeError, "speaks TLS; this envoy was started with --disable-tls"),
+    ],
+    ids=["http1", "binary", "ssh", "tls-record"],
+)
+async def test_not_a_director_is_said_at_once_with_the_default_options(
+    payload: bytes, expected: type[Exception], said: str, closes: bool
+) -> None:
+    """The first bytes tell: no deadline, keepalive or retry is waited for (the default
+    options: a 30 s deadline and a minute of retries), whether or not the peer closes."""
+    handler = _closing(payload) if closes else garbage(payload)
+    async with HostileServer(handler) as server, AsyncShardDirectorClient(
+        director_host="127.0.0.1", director_port=server.port, shard_name="s1", tls=False
+    ) as client:  # fmt: skip
+        with anyio.fail_after(LIMIT), pytest.raises(expected, match=said) as caught:
+            await client.report_shard_info(
+                StaticShardDescriptor(sample_shape=[1], target_shape=[1])
+            )
+    assert f"127.0.0.1:{server.port}" in str(caught.value)

@@ -25,6 +25,7 @@ from h2.settings import SettingCodes
 from hyperframe.frame import DataFrame, Frame, GoAwayFrame
 
 from shardclient._client.http2.guards import channel_tuning_problem, fall_back, switches
+from shardclient._client.http2.preface import Foreign, judge_first_bytes
 
 __all__ = ["QuietFrameBuffer", "TunedChannel", "TunedProtocol", "open_channel", "tune_connection"]
 
@@ -103,21 +104,34 @@ def tune_connection(connection: H2Connection) -> None:
 class TunedProtocol(H2Protocol):
     """grpclib's protocol, its h2 connection tuned as soon as it exists. It also notes what
     grpclib forgets and a TLS refusal shows: whether the peer sent any byte, and the error
-    the connection was lost with."""
+    the connection was lost with. And it judges the peer's first bytes: a peer that does not
+    speak HTTP/2 (an HTTP/1 server, a TLS server to a plain-text client, anything else) is
+    noted as ``foreign`` and its connection closed at once, which ends the calls on it."""
 
     tls = False
     heard = False
     lost = False
     lost_with: BaseException | None = None
+    foreign: Foreign | None = None
+    _first = b""
+    _judged = False
 
     def connection_made(self, transport: BaseTransport) -> None:
         self.tls = transport.get_extra_info("ssl_object") is not None
+        self._transport = transport
         super().connection_made(transport)
         tune_connection(self.connection._connection)
         self.connection.flush()
 
     def data_received(self, data: bytes) -> None:
         self.heard = True
+        if not self._judged:
+            self._first += data[: _JUDGED_BYTES - len(self._first)]
+            self.foreign = judge_first_bytes(self._first)
+            if self.foreign is not None:
+                self._transport.close()  # not a gRPC director: nothing to wait for
+                return
+            self._judged = len(self._first) >= _JUDGED_BYTES
         super().data_received(data)
 
     unanswered_ping = False
@@ -141,6 +155,7 @@ def _ping_timed_out(connection: object) -> bool:
 
 
 _CLOCK_RESOLUTION: Final = time.get_clock_info("monotonic").resolution
+_JUDGED_BYTES: Final = 9  # a frame header: enough to tell HTTP/2 from anything else
 
 
 class TunedChannel(Channel):

@@ -18,7 +18,12 @@ class Diagnosis:
     """What a failed call's connection showed (see shardclient._client.translate)."""
 
     garbage: str | None = None
-    """Unread bytes from the peer that can never form an HTTP/2 frame, described."""
+    """Bytes from the peer that are not HTTP/2 (not a gRPC director), described."""
+    peer_tls: bool = False
+    """Those bytes were a TLS record: the peer speaks TLS (to a plain-text client)."""
+    closed_unheard: bool = False
+    """A plain-text connection the peer closed before sending a single byte (how a TLS
+    server ends a plain-text client's connection; or an outage)."""
     framing: str | None = None
     """What h2 found wrong with the peer's frames."""
     silent: bool = False
@@ -35,8 +40,15 @@ class Diagnosis:
 
 def diagnose(channel: Channel | None) -> Diagnosis:
     """What ``channel``'s current (or last) connection shows."""
+    protocol = _tuned_protocol(channel)
+    foreign = protocol.foreign if protocol is not None else None
     return Diagnosis(
-        garbage=unparseable_reply(channel),
+        garbage=foreign.what if foreign is not None else unparseable_reply(channel),
+        peer_tls=foreign is not None and foreign.tls,
+        closed_unheard=protocol is not None
+        and not protocol.tls
+        and protocol.lost
+        and not protocol.heard,
         framing=framing_error(channel),
         silent=went_silent(channel),
         tls_closed_early=early_tls_close(channel),
