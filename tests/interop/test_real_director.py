@@ -316,3 +316,37 @@ def test_tls_failures_say_why(
     )
     assert "most likely it rejected this envoy's certificate" in str(caught.value)
     assert caplog.text.count("most likely it rejected this envoy's certificate") == 1
+
+
+def test_tls_on_one_side_only_is_named_both_ways(
+    director: RunningDirector, tls_director: RunningDirector, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The real (C-core) directors, with the default options: a plain-text client of the TLS
+    director (which closes the connection at the first byte that is not TLS) and a TLS client
+    of the plain-text director each get one error naming which side speaks what, at once and
+    without a retry."""
+    plain = {**_connection(tls_director, unique("plain")), "tls": False}
+    for name in ("root_certificate", "private_key", "certificate"):
+        plain.pop(name)
+    with caplog.at_level("WARNING"), ShardDirectorClient(**plain) as client:
+        with pytest.raises(TLSHandshakeError) as speaks_tls:
+            client.report_shard_info(matching_descriptor(), [])
+    address = f"{tls_director.host}:{tls_director.port}"
+    assert f"the director at {address} speaks TLS; this envoy was started with --disable-tls" in (
+        str(speaks_tls.value)
+    )
+    assert tls_director.certs is not None
+    encrypted = {
+        **_connection(director, unique("tls")),
+        "tls": True,
+        "root_certificate": tls_director.certs.root_certificate,
+        "private_key": tls_director.certs.private_key,
+        "certificate": tls_director.certs.certificate,
+    }
+    with caplog.at_level("WARNING"), ShardDirectorClient(**encrypted) as client:
+        with pytest.raises(TLSHandshakeError) as speaks_plain:
+            client.report_shard_info(matching_descriptor(), [])
+    assert f"the director at {director.host}:{director.port} speaks plain text" in str(
+        speaks_plain.value
+    )
+    assert "attempt 1 of" not in caplog.text
