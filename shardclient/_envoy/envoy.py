@@ -91,6 +91,9 @@ class Envoy:
         self._registered = anyio.Event()  # set (and replaced) at every registration
         self._download_failures: dict[str, int] = {}
         self._explained: set[str] = set()
+        self._running: anyio.CancelScope | None = None  # the experiment in progress
+        self._lost_because = ""
+        self._freed: set[str] = set()  # handled under a director that has since restarted
 
     # -- registration and health ----------------------------------------------------------
 
@@ -145,10 +148,24 @@ class Envoy:
             period = await self.director.health_check(running=self.is_experiment_running)
         except self.director.lost:
             logger.warning("The director lost %s; registering again", self.director.name)
+            self._director_restarted()
             await self.register()
             period = await self.director.health_check(running=self.is_experiment_running)
         self.health_checks_sent += 1
         return float(period)
+
+    def _director_restarted(self) -> None:
+        """The director forgot this envoy: it restarted, and with it everything it knew. An
+        experiment in progress is let go (its aggregator ran in the old director: nothing
+        will end it), and what was handled before no longer stands for the director's
+        offers (a restarted director offers only experiments submitted to it)."""
+        self._freed.update(entry.name for entry in self.handled.all())
+        if self._running is not None and not self._running.cancel_called:
+            self._lost_because = (
+                f"the director at {self.director.address} restarted during the experiment and "
+                "no longer knows it"
+            )
+            self._running.cancel()
 
     async def health_loop(self) -> None:
         """Send health checks forever at the director's period, surviving every failure."""
@@ -174,12 +191,23 @@ class Envoy:
         meanwhile, the experiment is recorded and reported as failed before the cancellation
         goes on."""
         self.handled.record(name, Outcome.RUNNING)
+        self._freed.discard(name)
         self.is_experiment_running = True
         progress = self._progress(name) if self._progress is not None else None
         try:
-            result = await run_experiment(
-                self.settings, self.director, name, approve=self._approve, progress=progress
-            )
+            with anyio.CancelScope() as running:
+                self._running = running
+                result = await run_experiment(
+                    self.settings, self.director, name, approve=self._approve, progress=progress
+                )
+            if running.cancelled_caught:  # let go (see _director_restarted)
+                logger.warning(
+                    "Experiment %s let go: %s; its processes are stopped, and it is kept in the "
+                    "state file as lost (not reported: the director does not know it)",
+                    printable(name),
+                    self._lost_because,
+                )
+                result = ExperimentResult(name, Outcome.LOST, None, self._lost_because)
         except (DirectorUnavailableError, DirectorRPCError, CorruptExperimentDataError) as exc:
             failures = self._download_failures.get(name, 0) + 1
             self._download_failures[name] = failures
@@ -204,9 +232,10 @@ class Envoy:
                 await self._report(name, 1, description, timeout=_REPORT_TIMEOUT)
             raise
         finally:
+            self._running = None
             self.is_experiment_running = False
         self.handled.record(name, result.outcome, result.description)
-        if result.failed:
+        if result.reported:
             await self._report(name, result.exit_code or 1, result.description)
         return result
 
@@ -234,6 +263,19 @@ class Envoy:
                 description,
             )
 
+    def _stands(self, entry: HandledExperiment) -> bool:
+        """Whether having handled ``entry`` keeps the envoy from taking it when offered.
+
+        What was handled under a director that has since restarted does not stand: that
+        director offers only what was submitted to it. Nor, with OpenFL 1.9, does an
+        experiment the collaborator finished: that director names experiments after their
+        flow class, so the next run of the same flow comes under the same name (and it
+        offers an experiment again only while its aggregator runs, never after)."""
+        if entry.name in self._freed:
+            return False
+        finished = entry.outcome is Outcome.SUCCEEDED and self.settings.mode is Mode.COLLABORATOR
+        return not (finished and self.director.generation is Generation.WORKFLOW)
+
     def _explain_wait(self, entry: HandledExperiment) -> None:
         """Say once per experiment why the envoy does not take the one it is offered."""
         if entry.name in self._explained:
@@ -246,6 +288,7 @@ class Envoy:
             Outcome.SUCCEEDED: "finished here",
             Outcome.DOWNLOADED: "was downloaded here",
             Outcome.RUNNING: "was interrupted here",
+            Outcome.LOST: "was let go here when its director restarted",
         }[entry.outcome]
         logger.warning(
             "The director still offers experiment %s, which %s; not running it again. "
@@ -291,7 +334,7 @@ class Envoy:
                     await self._sleep(self.period)
                     continue
                 offered = self.handled.get(name)
-                if offered is not None:
+                if offered is not None and self._stands(offered):
                     self._explain_wait(offered)
                     delay = min(max(self.period, delay * 2), max(self.period, _MAX_POLITE_WAIT))
                     await self._wait_politely(delay)

@@ -119,6 +119,12 @@ class ExperimentResult:
 
     @property
     def failed(self) -> bool:
+        """It did not end well here (a lost experiment included)."""
+        return self.outcome in (Outcome.FAILED, Outcome.REFUSED, Outcome.LOST)
+
+    @property
+    def reported(self) -> bool:
+        """The director is to be told it failed (not when it forgot the experiment)."""
         return self.outcome in (Outcome.FAILED, Outcome.REFUSED)
 
 

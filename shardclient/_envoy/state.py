@@ -37,6 +37,7 @@ class Outcome(str, Enum):
     FAILED = "failed"
     REFUSED = "refused"  # not approved, or refused before anything ran
     DOWNLOADED = "downloaded"  # --download-only kept the archive
+    LOST = "lost"  # its director restarted meanwhile and forgot it: let go, not reported
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ with the envoy config and the flags of OpenFL 1.9's ``fx envoy start``."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -176,3 +177,52 @@ def test_a_config_of_neither_generation_says_so(tmp_path: Path) -> None:
     done = run_command("run", "-n", "x", "-c", str(tmp_path / "envoy_config.yaml"), "--disable-tls")
     assert done.returncode == 2
     assert "neither an OpenFL 1.5-1.7 envoy config" in one_error_line(done.stderr)
+
+
+def test_a_restarted_1_9_director_s_experiment_is_let_go(
+    director: LocalWorkflowDirector, tmp_path: Path
+) -> None:
+    """As for 1.5-1.7: the restarted director forgot the envoy (EnvoyNotFoundError) and the
+    experiment; the envoy stops its command, keeps it as lost, and runs the next experiment,
+    even one of the same name (1.9 names experiments after their flow class)."""
+    folder = _envoy_folder(tmp_path, director.port)
+    pids = tmp_path / "pids"
+    script = (
+        "import os, sys, time; open(os.environ['PIDS'], 'a').write(f'{os.getpid()} '); "
+        "time.sleep(300 if os.environ['SHARDCLIENT_EXPERIMENT'] == 'Flow' and "
+        "len(open(os.environ['PIDS']).read().split()) == 1 else 0)"
+    )
+    log = tmp_path / "envoy.log"
+    director.submit_experiment("Flow", b"zip", ["Portland"])
+    with log.open("w") as stderr:
+        envoy = subprocess.Popen(
+            [*COMMAND, "run", "-n", "Portland", "-c", "envoy_config.yaml", "--disable-tls",
+             "--exec", f'{sys.executable} -c "{script}"'],
+            cwd=folder, stdout=subprocess.DEVNULL, stderr=stderr, text=True,
+            stdin=subprocess.DEVNULL, env={**os.environ, "PIDS": str(pids)},
+        )  # fmt: skip
+    try:
+        wait_for(lambda: pids.exists() and pids.read_text().strip() != "", envoy, "no start")
+        first = int(pids.read_text().split()[0])
+        director.stop_sync()
+        director.forget_everything()
+        director.start_sync()
+        wait_for(lambda: "let go" in log.read_text(), envoy, "the experiment was never let go")
+        assert _gone(first)
+        (lost,) = json.loads((folder / STATE).read_text())["experiments"]
+        assert lost["outcome"] == "lost" and "restarted during the experiment" in lost["detail"]
+        director.submit_experiment("Flow", b"zip", ["Portland"])  # the same flow, run again
+        wait_for(lambda: len(pids.read_text().split()) == 2, envoy, "the next run never came")
+    finally:
+        envoy.terminate()
+        envoy.wait(timeout=LIMIT)
+    state = json.loads((folder / STATE).read_text())
+    assert [e["outcome"] for e in state["experiments"]] == ["succeeded"]  # the later run
+
+
+def _gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except FileNotFoundError:
+        return True
+    return state in ("Z", "X")

@@ -13,6 +13,7 @@ import hashlib
 import importlib.util
 import io
 import json
+import logging
 import shutil
 import sys
 import zipfile
@@ -50,6 +51,10 @@ with open(os.environ["STAND_IN_RECORD"], "a") as out:
 plan = open(os.path.join("plan", "plan.yaml")).read()
 if "hang" in plan:
     time.sleep(300)
+if "finish_when" in plan:  # a healthy experiment: ends when the test says so
+    flag = plan.split("finish_when:", 1)[1].strip()
+    while not os.path.exists(flag):
+        time.sleep(0.05)
 if "fail" in plan:
     sys.stderr.write("Traceback (most recent call last):\\nRuntimeError: failed on purpose\\n")
     sys.exit(1)
@@ -370,3 +375,58 @@ async def test_a_local_failure_fails_the_experiment_and_the_envoy_serves_on(
 
 def _raise_oserror(*args: object, **kwargs: object) -> None:
     raise OSError(28, "No space left on device")
+
+
+def _gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except FileNotFoundError:
+        return True
+    return state in ("Z", "X")
+
+
+async def test_a_director_restart_lets_the_experiment_go_and_the_next_one_trains(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A restarted director has forgotten the experiment (its aggregator ran in the old
+    process): the envoy stops the collaborator's processes, keeps the experiment as lost,
+    reports nothing (the director never knew it) and takes the next experiment."""
+    async with serving(tmp_path, monkeypatch) as setup:
+        director = setup.director
+        director.submit_experiment("long", archive(plan="hang: true\n"), ["s1"])
+        await until(lambda: len(setup.runs()) == 1, "the collaborator to start")
+        pid = setup.runs()[0]["pid"]
+        assert isinstance(pid, int) and not _gone(pid)
+        await director.stop()
+        director.forget_everything()
+        await director.start()
+        await until(lambda: setup.outcome("long") is Outcome.LOST, "the experiment let go")
+        assert _gone(pid)
+        director.submit_experiment("next", archive(), ["s1"])
+        await until(lambda: setup.outcome("next") is Outcome.SUCCEEDED, "the next experiment")
+    assert director.failures == []
+    entry = HandledExperiments(setup.workdir).get("long")
+    assert entry is not None and "restarted during the experiment" in entry.detail
+    let_go = [r for r in caplog.records if "let go" in r.getMessage()]
+    assert len(let_go) == 1
+
+
+async def test_a_short_outage_without_a_restart_leaves_the_experiment_running(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    flag = tmp_path / "finish"
+    async with serving(tmp_path, monkeypatch) as setup:
+        director = setup.director
+        director.submit_experiment("steady", archive(plan=f"finish_when: {flag}\n"), ["s1"])
+        await until(lambda: len(setup.runs()) == 1, "the collaborator to start")
+        with caplog.at_level(logging.WARNING, logger="shardclient.envoy"):
+            await director.stop()  # the director's process lives on: it forgets nothing
+            await until(
+                lambda: any("health check:" in r.getMessage() for r in caplog.records),
+                "the envoy to notice the outage",
+            )
+            await director.start()
+        flag.touch()
+        await until(lambda: setup.outcome("steady") is Outcome.SUCCEEDED, "the experiment's end")
+    assert director.failures == []
+    assert not [r for r in caplog.records if "let go" in r.getMessage()]
