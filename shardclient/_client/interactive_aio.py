@@ -103,13 +103,14 @@ def cuda_device_messages(items: CudaDevicesInfo | None) -> list[CudaDeviceInfo]:
     return messages
 
 
-class AsyncShardDirectorClient(AsyncDirectorClient):
+class AsyncShardDirectorClient(AsyncDirectorClient[DirectorStub]):
     """The envoy's asyncio client for OpenFL 1.5-1.7's director, one instance per shard.
 
     Connects lazily on the first call, reconnects by itself after the director restarts,
     and must be closed (``await client.close()`` or ``async with``) on the loop it ran on.
     """
 
+    stub_class = DirectorStub
     generation = Generation.INTERACTIVE
 
     def __init__(
@@ -142,17 +143,6 @@ class AsyncShardDirectorClient(AsyncDirectorClient):
             retry=retry,
             max_message_size=max_message_size,
         )
-        self._stub: DirectorStub | None = None
-
-    @property
-    def stub(self) -> DirectorStub:
-        """The generated grpclib stub on this client's channel (use it on this loop only)."""
-        return self._stub_on(self._connection.channel())
-
-    def _stub_on(self, channel: Channel) -> DirectorStub:
-        if self._stub is None or self._stub.channel is not channel:
-            self._stub = DirectorStub(channel)
-        return self._stub
 
     def _shard_not_found(self, details: str) -> ShardNotFoundError:
         return ShardNotFoundError.compatible()(

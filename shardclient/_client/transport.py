@@ -18,7 +18,7 @@ from contextlib import AsyncExitStack
 from datetime import timedelta
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import anyio
 import betterproto
@@ -61,7 +61,8 @@ logger = logging.getLogger("shardclient.client")
 T = TypeVar("T")
 M = TypeVar("M", bound=betterproto.Message)
 R = TypeVar("R")
-C = TypeVar("C", bound="AsyncDirectorClient")
+C = TypeVar("C", bound="AsyncDirectorClient[Any]")
+S = TypeVar("S", bound=betterproto.ServiceStub)
 
 _CONNECTION_WINDOW = 2**31 - 1
 """HTTP/2 connection window: HTTP/2's largest. Memory stays bounded by each stream's own
@@ -229,8 +230,11 @@ class DirectorConnection:
         too_many_pings); a director that stops answering keepalive pings counts as a cut. A
         peer that never spoke gRPC, or a frozen one whose kernel still accepts connections,
         gets only the retry budget: it cannot keep the caller waiting forever."""
+        policy = self.options.retry
         established = self.options.keepalive_time or DEFAULT_KEEPALIVE_TIME
-        budget = RetryBudget(self.options.retry, what)
+        if policy is not None:  # a poll that outlived the whole retry budget was answering
+            established = min(established, policy.total_timeout)
+        budget = RetryBudget(policy, what)
         while True:
             started = time.monotonic()
             try:
@@ -244,7 +248,7 @@ class DirectorConnection:
                     error.__cause__ = exc
                 waited = time.monotonic() - started
                 cut = self.answered and waited >= established and diagnose(self._channel).spoke
-                if cut and self.options.retry is not None and is_retryable(error):
+                if cut and policy is not None and is_retryable(error):
                     logger.info("%s: the long poll was cut after %.0f s (%s); polling again",
                                 what, waited, error)  # fmt: skip
                     budget.restart()
@@ -337,12 +341,15 @@ class DirectorConnection:
         return await save_archive(chunks, destination, progress=progress)
 
 
-class AsyncDirectorClient:
+class AsyncDirectorClient(Generic[S]):
     """What every generation's async client is: one DirectorConnection, its options and
-    address, closed with ``close()`` or ``async with`` on the loop it ran on."""
+    address, its generated stub, closed with ``close()`` or ``async with`` on the loop it
+    ran on."""
 
     generation: Generation
     """The director generation (its value names it in error messages: ``OpenFL 1.9``)."""
+    stub_class: type[S]
+    """The generation's generated grpclib stub."""
 
     def __init__(
         self,
@@ -374,6 +381,17 @@ class AsyncDirectorClient:
                 max_message_size=max_message_size,
             ),
         )
+        self._stub: S | None = None
+
+    @property
+    def stub(self) -> S:
+        """The generated grpclib stub on this client's channel (use it on this loop only)."""
+        return self._stub_on(self._connection.channel())
+
+    def _stub_on(self, channel: Channel) -> S:
+        if self._stub is None or self._stub.channel is not channel:
+            self._stub = self.stub_class(channel)
+        return self._stub
 
     @property
     def director_host(self) -> str:
@@ -405,6 +423,7 @@ class AsyncDirectorClient:
     async def close(self) -> None:
         """Close the connection; calls still in flight end with ClientClosedError."""
         self._connection.close()
+        self._stub = None
 
     async def __aenter__(self: C) -> C:
         return self

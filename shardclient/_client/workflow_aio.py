@@ -47,7 +47,7 @@ _GET_EXPERIMENT_DATA = "/openfl.experimental.workflow.director.Director/GetExper
 _CHUNK = ChunkType(ExperimentData, "exp_data")
 
 
-class AsyncEnvoyDirectorClient(AsyncDirectorClient):
+class AsyncEnvoyDirectorClient(AsyncDirectorClient[DirectorStub]):
     """The envoy's asyncio client for OpenFL 1.9's Workflow-API director, one per envoy.
 
     ``envoy_name`` is the collaborator name the frontend lists; the calls that take a name
@@ -56,6 +56,7 @@ class AsyncEnvoyDirectorClient(AsyncDirectorClient):
     (``await client.close()`` or ``async with``) on the loop it ran on.
     """
 
+    stub_class = DirectorStub
     generation = Generation.WORKFLOW
 
     def __init__(
@@ -90,17 +91,6 @@ class AsyncEnvoyDirectorClient(AsyncDirectorClient):
             retry=retry,
             max_message_size=max_message_size,
         )
-        self._stub: DirectorStub | None = None
-
-    @property
-    def stub(self) -> DirectorStub:
-        """The generated grpclib stub on this client's channel (use it on this loop only)."""
-        return self._stub_on(self._connection.channel())
-
-    def _stub_on(self, channel: Channel) -> DirectorStub:
-        if self._stub is None or self._stub.channel is not channel:
-            self._stub = DirectorStub(channel)
-        return self._stub
 
     def _name(self, envoy_name: str | None = None) -> str:
         """The envoy name a call uses: the one it was given, else the client's."""

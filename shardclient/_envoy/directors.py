@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 import anyio.to_thread
 
@@ -73,7 +73,36 @@ class Director(Protocol):
         """Close the connection (on the loop it ran on)."""
 
 
-class InteractiveDirector:
+K = TypeVar("K", AsyncShardDirectorClient, AsyncEnvoyDirectorClient)
+
+
+class _ClientDirector(Generic[K]):
+    """What both adapters do alike: the address, waiting, downloading and closing, straight
+    through to the generation's client."""
+
+    client: K
+
+    @property
+    def address(self) -> str:
+        return self.client.address
+
+    async def wait_experiment(self) -> str:
+        return await self.client.wait_experiment()
+
+    async def download_experiment(
+        self,
+        experiment_name: str,
+        dest_dir: str | os.PathLike[str],
+        *,
+        progress: ProgressCallback | None = None,
+    ) -> DownloadedExperiment:
+        return await self.client.download_experiment(experiment_name, dest_dir, progress=progress)
+
+    async def close(self) -> None:
+        await self.client.close()
+
+
+class InteractiveDirector(_ClientDirector[AsyncShardDirectorClient]):
     """OpenFL 1.5-1.7's director: a shard with a descriptor and CUDA devices."""
 
     generation = Generation.INTERACTIVE
@@ -93,10 +122,6 @@ class InteractiveDirector:
         self.cuda_devices = tuple(cuda_devices)
         self.monitor = monitor
         self._gpu_log = OnceLog(logger, "GPU readings")
-
-    @property
-    def address(self) -> str:
-        return self.client.address
 
     async def register(self) -> None:
         accepted = await self.client.report_shard_info(self.descriptor, self.cuda_devices)
@@ -130,29 +155,14 @@ class InteractiveDirector:
             envoy_name=self.name, is_experiment_running=running, cuda_devices_info=readings
         )
 
-    async def wait_experiment(self) -> str:
-        return await self.client.wait_experiment()
-
-    async def download_experiment(
-        self,
-        experiment_name: str,
-        dest_dir: str | os.PathLike[str],
-        *,
-        progress: ProgressCallback | None = None,
-    ) -> DownloadedExperiment:
-        return await self.client.download_experiment(experiment_name, dest_dir, progress=progress)
-
     async def report_failure(self, name: str, code: int, description: str) -> bool:
         await self.client.set_experiment_failed(
             name, error_code=code, error_description=description
         )
         return True
 
-    async def close(self) -> None:
-        await self.client.close()
 
-
-class WorkflowDirector:
+class WorkflowDirector(_ClientDirector[AsyncEnvoyDirectorClient]):
     """OpenFL 1.9's Workflow-API director: an envoy known by name alone."""
 
     generation = Generation.WORKFLOW
@@ -161,10 +171,6 @@ class WorkflowDirector:
     def __init__(self, client: AsyncEnvoyDirectorClient, *, envoy_name: str) -> None:
         self.client = client
         self.name = envoy_name
-
-    @property
-    def address(self) -> str:
-        return self.client.address
 
     async def register(self) -> None:
         # openfl 1.9's director accepts every envoy; a refusal would be a new director's
@@ -180,20 +186,5 @@ class WorkflowDirector:
             envoy_name=self.name, is_experiment_running=running
         )
 
-    async def wait_experiment(self) -> str:
-        return await self.client.wait_experiment()
-
-    async def download_experiment(
-        self,
-        experiment_name: str,
-        dest_dir: str | os.PathLike[str],
-        *,
-        progress: ProgressCallback | None = None,
-    ) -> DownloadedExperiment:
-        return await self.client.download_experiment(experiment_name, dest_dir, progress=progress)
-
     async def report_failure(self, name: str, code: int, description: str) -> bool:
         return False  # OpenFL 1.9's protocol has no failure report
-
-    async def close(self) -> None:
-        await self.client.close()

@@ -22,6 +22,8 @@ from pathlib import Path
 import anyio
 from anyio.abc import Process
 
+from shardclient._text import printable
+
 __all__ = ["ProcessResult", "TAIL_CHARS", "read_tail", "run_in_group"]
 
 logger = logging.getLogger("shardclient.envoy")
@@ -91,13 +93,19 @@ class _Mirror:
             lines.append(self._partial)
             self._partial = b""
         for line in lines:
-            logger.info("%s: %s", self._label, line.decode("utf-8", errors="replace").rstrip())
+            logger.info("%s: %s", self._label, _shown(line))
 
     def flush(self) -> None:
         self.step()
         if self._partial:
-            logger.info("%s: %s", self._label, self._partial.decode("utf-8", errors="replace"))
+            logger.info("%s: %s", self._label, _shown(self._partial))
             self._partial = b""
+
+
+def _shown(line: bytes) -> str:
+    """A line of a program's output as safe log text: control characters (a colour code, a
+    terminal title) escaped, whatever the experiment printed."""
+    return printable(line.decode("utf-8", errors="replace").rstrip(), _MIRROR_SLICE)
 
 
 def _signal_group(pgid: int, signum: int) -> bool:
