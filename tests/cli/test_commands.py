@@ -22,6 +22,7 @@ from shardclient.testing import LocalDirector
 from tests.helpers.certs import Pki
 from tests.helpers.cli import COMMAND, LIMIT, one_error_line, run_command, wait_for
 from tests.helpers.paths import FIXTURES
+from tests.helpers.processes import gone
 
 
 @pytest.fixture
@@ -43,14 +44,6 @@ def workdir(tmp_path: Path) -> Path:
 
 def _connection(director: LocalDirector, shard: str = "s1") -> list[str]:
     return ["-n", shard, "-dh", director.host, "-dp", str(director.port), "--disable-tls"]
-
-
-def _gone(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
-    except FileNotFoundError:
-        return True
-    return state in ("Z", "X")  # exited; a zombie waits only for its parent to reap it
 
 
 def test_run_once_with_a_command_that_succeeds(
@@ -215,7 +208,7 @@ def test_sigterm_during_the_command_stops_it_and_its_children(
         if envoy.poll() is None:
             envoy.kill()
     assert envoy.returncode == 143, stderr
-    assert _gone(command_pid) and _gone(grandchild_pid)
+    assert gone(command_pid) and gone(grandchild_pid)
     (failure,) = director.failures  # reported once: the experiment did not complete here
     assert failure.experiment_name == "long"
     assert "stopped during the experiment" in failure.error_description

@@ -15,6 +15,7 @@ import pytest
 from shardclient.testing import LocalDirector, LocalWorkflowDirector
 from tests.helpers.cli import COMMAND, LIMIT, one_error_line, run_command, wait_for
 from tests.helpers.director import SAMPLE_SHAPE, TARGET_SHAPE
+from tests.helpers.processes import gone
 
 STATE = ".shardclient-envoy-state.json"
 
@@ -208,7 +209,7 @@ def test_a_restarted_1_9_director_s_experiment_is_let_go(
         director.forget_everything()
         director.start_sync()
         wait_for(lambda: "let go" in log.read_text(), envoy, "the experiment was never let go")
-        assert _gone(first)
+        assert gone(first)
         (lost,) = json.loads((folder / STATE).read_text())["experiments"]
         assert lost["outcome"] == "lost" and "restarted during the experiment" in lost["detail"]
         director.submit_experiment("Flow", b"zip", ["Portland"])  # the same flow, run again
@@ -217,14 +218,6 @@ def test_a_restarted_1_9_director_s_experiment_is_let_go(
         envoy.terminate()
         envoy.wait(timeout=LIMIT)
     assert len(pids.read_text().split()) == 2  # it ran again, once
-
-
-def _gone(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
-    except FileNotFoundError:
-        return True
-    return state in ("Z", "X")
 
 
 def _outcomes(folder: Path) -> list[str]:

@@ -32,6 +32,7 @@ from shardclient._envoy.experiment import Approver, ExperimentSettings, Mode
 from shardclient._envoy.state import HandledExperiments, Outcome
 from shardclient.testing import LocalDirector
 from tests.helpers.director import SAMPLE_SHAPE, TARGET_SHAPE, Descriptor
+from tests.helpers.processes import gone
 
 pytestmark = pytest.mark.anyio
 
@@ -377,14 +378,6 @@ def _raise_oserror(*args: object, **kwargs: object) -> None:
     raise OSError(28, "No space left on device")
 
 
-def _gone(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
-    except FileNotFoundError:
-        return True
-    return state in ("Z", "X")
-
-
 async def test_a_director_restart_lets_the_experiment_go_and_the_next_one_trains(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -396,12 +389,12 @@ async def test_a_director_restart_lets_the_experiment_go_and_the_next_one_trains
         director.submit_experiment("long", archive(plan="hang: true\n"), ["s1"])
         await until(lambda: len(setup.runs()) == 1, "the collaborator to start")
         pid = setup.runs()[0]["pid"]
-        assert isinstance(pid, int) and not _gone(pid)
+        assert isinstance(pid, int) and not gone(pid)
         await director.stop()
         director.forget_everything()
         await director.start()
         await until(lambda: setup.outcome("long") is Outcome.LOST, "the experiment let go")
-        assert _gone(pid)
+        assert gone(pid)
         director.submit_experiment("next", archive(), ["s1"])
         await until(lambda: setup.outcome("next") is Outcome.SUCCEEDED, "the next experiment")
     assert director.failures == []

@@ -349,6 +349,17 @@ class DirectorProcess:
         if process is not None:
             stop_process_group(process)
 
+    def pause(self) -> None:
+        """Freeze the director's processes (SIGSTOP): it answers nothing and forgets
+        nothing, as in a network outage."""
+        assert self._process is not None, "not running"
+        os.killpg(self._process.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """Let a paused director go on (SIGCONT)."""
+        assert self._process is not None, "not running"
+        os.killpg(self._process.pid, signal.SIGCONT)
+
 
 def run_director(
     venv: OpenflVenv, workdir: Path, certs: EnvoyCerts | None = None, *,

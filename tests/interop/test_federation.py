@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import subprocess
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
 from tests.helpers.certs import make_pki
+from tests.helpers.processes import descendants
 from tests.interop.federation import HEALTH_CHECK_PERIOD_S, Envoy, Federation, federation
 from tests.interop.openfl_director import HOST, OPENFL_VERSION, WITH_SHARDCLIENT, OpenflVenv
 from tests.interop.test_real_director import unique
@@ -203,3 +205,71 @@ def test_openfl_envoy_on_our_client_trains_after_director_restarts(
             # (OpenFL's own main loop logs each failed WaitExperiment with a traceback; ours
             # logs an outage once: at most once per outage)
             assert envoy.log_text().count("Health check failed") <= 2
+
+
+def test_a_director_restart_while_envoys_train_lets_the_experiment_go(
+    federation_venv: OpenflVenv, tmp_path: Path
+) -> None:
+    """The director (and its aggregator) is killed and started again on the same port while
+    two shardclient envoys train: the restarted director knows neither them nor the
+    experiment. Within two minutes no process is left under either envoy, each keeps the
+    experiment as lost, and the next experiment trains."""
+    with federation(federation_venv, tmp_path) as fed:
+        envoys = [fed.shardclient_envoy("env-a", seed=1), fed.shardclient_envoy("env-b", seed=2)]
+        names = [e.name for e in envoys]
+        interrupted = unique("interrupted")
+        fed.run_frontend(interrupted, names, no_wait=True)
+        for envoy in envoys:
+            fed.wait_for(
+                lambda e=envoy: (
+                    "Starting the collaborator" in e.log_text()  # type: ignore[misc]  # default binds the loop variable
+                    and bool(descendants(e.process.pid))
+                ),
+                f"{envoy.name}'s collaborator to start",
+            )
+        fed.director.stop()
+        fed.director.start()
+        restarted = time.monotonic()
+        fed.wait_for(
+            lambda: all(not descendants(e.process.pid) for e in envoys),
+            "no process left under the envoys",
+            timeout=120,
+        )
+        print(f"collaborators gone {time.monotonic() - restarted:.1f} s after the restart")
+        for envoy in envoys:
+            assert state(envoy) == {interrupted: "lost"}
+            assert envoy.log_text().count("let go") == 1
+            assert failure_reports(fed, envoy.name) == 0
+        result = fed.run_frontend(unique("after-restart"), names)
+        assert_trained(result, names)
+
+
+def test_a_short_outage_without_a_restart_leaves_the_experiment_running(
+    federation_venv: OpenflVenv, tmp_path: Path
+) -> None:
+    """The director's process is frozen for a few health periods (a hiccup, a stalled
+    network: it forgets nothing) while the envoys train: the experiment runs to its end."""
+    with federation(federation_venv, tmp_path) as fed:
+        envoys = [fed.shardclient_envoy("env-a", seed=1), fed.shardclient_envoy("env-b", seed=2)]
+        names = [e.name for e in envoys]
+        outcome: list[dict[str, object]] = []
+        frontend = threading.Thread(
+            target=lambda: outcome.append(fed.run_frontend(unique("steady"), names))
+        )
+        frontend.start()
+        try:
+            for envoy in envoys:
+                fed.wait_for(
+                    lambda e=envoy: "Starting the collaborator" in e.log_text(),  # type: ignore[misc]  # default binds the loop variable
+                    f"{envoy.name}'s collaborator to start",
+                )
+            fed.director.pause()
+            time.sleep(3 * HEALTH_CHECK_PERIOD_S)  # the outage itself, not a timing assertion
+            fed.director.resume()
+        finally:
+            frontend.join(timeout=300)
+        (result,) = outcome
+        assert_trained(result, names)
+        for envoy in envoys:
+            assert "let go" not in envoy.log_text()
+            assert set(state(envoy).values()) == {"succeeded"}

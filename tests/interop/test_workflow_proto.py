@@ -20,7 +20,7 @@ from grpc_tools import protoc
 
 from tests.interop.openfl_director import REPO_ROOT, OpenflVenv
 
-pytestmark = [pytest.mark.interop]
+pytestmark = [pytest.mark.interop, pytest.mark.timeout(600)]  # the first creates the venv
 
 PROTO_ROOT = REPO_ROOT / "proto"
 # our .proto (its import path) -> the generated module openfl 1.9 ships for it

@@ -10,7 +10,7 @@ Writes flow.ipynb (a numpy-only FedAvg FLSpec: start -> train on every collabora
 N rounds -> end; X, y and shard_name are the envoys' private attributes), then executes its
 code cells in one namespace as a kernel would (IPython lines skipped), and prints one line
 ``RESULT <json>``: whether the flow finished and, per round, who trained on what, in which
-process. Never imported by our tests or checked by our mypy.
+process and folder. Never imported by our tests or checked by our mypy.
 
 --agg-port: NotebookTools writes ``agg_port: auto``, which director and collaborators resolve
 from the plan's hash: the same port for the same flow in every test. This makes the plan
@@ -83,6 +83,7 @@ class NumpyFedAvgFlow(FLSpec):
         self.n_samples = len(self.y)
         self.trained_on = self.shard_name  # copied out of a private attribute
         self.train_ancestors = ancestors()
+        self.train_cwd = os.getcwd()  # the envoy's experiment workspace
         print(f"train: {self.input} round {self.current_round} loss {self.local_loss:.4f}")
         self.next(self.join)
 
@@ -96,6 +97,7 @@ class NumpyFedAvgFlow(FLSpec):
             "trained_on": sorted(i.trained_on for i in inputs),
             "train_pids": {i.input: i.train_ancestors[0] for i in inputs},
             "train_ancestors": {i.input: i.train_ancestors for i in inputs},
+            "train_cwds": {i.input: i.train_cwd for i in inputs},
             "losses": {i.input: i.local_loss for i in inputs},
         })
         self.current_round += 1
