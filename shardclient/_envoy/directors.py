@@ -149,8 +149,10 @@ class InteractiveDirector(_ClientDirector[AsyncShardDirectorClient]):
         return devices
 
     async def health_check(self, *, running: bool) -> int:
-        # NVML calls (and a first CUDA-order lookup) block: keep them off the loop
-        readings = await anyio.to_thread.run_sync(self.readings)
+        readings: list[CudaDeviceInfo] = []
+        if self.monitor is not None and self.cuda_devices:
+            # NVML calls (and a first CUDA-order lookup) block: keep them off the loop
+            readings = await anyio.to_thread.run_sync(self.readings)
         return await self.client.send_health_check(
             envoy_name=self.name, is_experiment_running=running, cuda_devices_info=readings
         )
