@@ -284,7 +284,7 @@ def _interactive(
         certificate=connection.certificate,
     )
     if config is None:  # a health check needs no descriptor
-        director = InteractiveDirector(client, descriptor=_NO_DESCRIPTOR)
+        director = InteractiveDirector(client, descriptor=None)
     else:
         director = InteractiveDirector(
             client, descriptor=config.descriptor, cuda_devices=config.cuda_devices, monitor=monitor
@@ -317,17 +317,6 @@ def _workflow(connection: Connection, config_path: Path | None) -> EnvoySetup:
         WorkflowDirector(client, envoy_name=connection.name), Generation.WORKFLOW, config
     )
 
-
-@dataclass(frozen=True)
-class _NoDescriptor:
-    """Stands in where a command sends no registration (a bare health check)."""
-
-    sample_shape: tuple[int, ...] = ()
-    target_shape: tuple[int, ...] = ()
-    dataset_description: str = ""
-
-
-_NO_DESCRIPTOR = _NoDescriptor()
 
 _FLAG_OF = {
     "shard_name": "-n/--shard-name",

@@ -20,6 +20,7 @@ from shardclient import (
     AsyncShardDirectorClient,
     CudaDeviceInfo,
     DownloadedExperiment,
+    EnvoyConfigError,
     EnvoyNotFoundError,
     GpuInfoError,
     GpuMonitor,
@@ -112,7 +113,7 @@ class InteractiveDirector(_ClientDirector[AsyncShardDirectorClient]):
         self,
         client: AsyncShardDirectorClient,
         *,
-        descriptor: ShardDescriptor,
+        descriptor: ShardDescriptor | None,
         cuda_devices: Sequence[int] = (),
         monitor: GpuMonitor | None = None,
     ) -> None:
@@ -124,6 +125,10 @@ class InteractiveDirector(_ClientDirector[AsyncShardDirectorClient]):
         self._gpu_log = OnceLog(logger, "GPU readings")
 
     async def register(self) -> None:
+        if self.descriptor is None:
+            raise EnvoyConfigError(
+                f"registering shard {self.name!r} needs its envoy config (a shard descriptor)"
+            )
         accepted = await self.client.report_shard_info(self.descriptor, self.cuda_devices)
         if not accepted:
             sent = StaticShardDescriptor.from_descriptor(self.descriptor)
