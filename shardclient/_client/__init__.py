@@ -2,8 +2,9 @@
 
 Shared by both director generations: ``options`` (validated keyword options), ``retry``,
 ``tls``, ``wire`` (checks of messages in and out), ``chunks`` and ``download`` (reading and
-saving an archive), ``translate`` (every exception mapping, in one order), ``transport`` (the
-connection and the call patterns), ``loop`` and ``sync`` (the loop thread and the facade
+saving an archive), ``translate`` (every exception mapping, in one order), ``probe`` (one short
+look at what a peer speaks, for a TLS mismatch), ``transport`` (the connection and the call
+patterns), ``loop`` and ``sync`` (the loop thread and the facade
 base), and ``http2/``, the only code touching grpclib's, h2's and hyperframe's internals.
 
 Per generation, one RPC module and one sync facade: ``interactive_aio`` / ``interactive_sync``

@@ -11,7 +11,9 @@ fallback, their benefit measured by bench/throughput.py:
   checked before the body is buffered, the bytes copied once or not at all.
 
 :mod:`.guards` holds the switches and checks the structure each path relies on where it first
-meets it; on a mismatch the path falls back with one warning. :mod:`.diagnosis` reads what a
+meets it; on a mismatch the path falls back with one warning. :mod:`.preface` judges a peer's
+first bytes (an HTTP/2 server, or not a gRPC director: HTTP/1, TLS, anything else), which a
+tuned connection does at once. :mod:`.diagnosis` reads what a
 tuned connection noted (whether the peer spoke, how the connection ended) to say why a call
 failed; on another layout it finds nothing.
 """
