@@ -19,7 +19,6 @@ import asyncio
 import os
 import socket
 import ssl
-import weakref
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -32,9 +31,8 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 from betterproto.grpc.grpclib_server import ServiceBase
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
-from grpclib.protocol import H2Protocol
-from grpclib.server import Server
 
+from shardclient._client.http2.server import RestartableServer
 from shardclient.messages import (
     CudaDeviceInfo,
     DirectorBase,
@@ -257,29 +255,6 @@ def _shape(name: str, shape: Sequence[str | int]) -> list[str]:
     return [str(dim) for dim in shape]
 
 
-class _RestartableServer(Server):
-    """A grpclib Server whose stop also drops open connections, as a process exit would.
-
-    grpclib's close() cancels running calls but leaves the TCP connections open, so a
-    client would keep talking to a server that no longer answers.
-    """
-
-    def __init__(self, handlers: list[ServiceBase]) -> None:
-        super().__init__(handlers)  # type: ignore[arg-type]  # betterproto's bases serve
-        self._protocols: weakref.WeakSet[H2Protocol] = weakref.WeakSet()
-
-    def _protocol_factory(self) -> H2Protocol:
-        protocol = super()._protocol_factory()
-        self._protocols.add(protocol)
-        return protocol
-
-    def drop_connections(self) -> None:
-        for protocol in list(self._protocols):
-            connection = getattr(protocol, "connection", None)
-            if connection is not None:
-                connection.close()
-
-
 class _LocalServer:
     """Serving a director's service on 127.0.0.1 from a background thread (``with``) or the
     current loop (``async with``), and feeding it experiments."""
@@ -289,7 +264,7 @@ class _LocalServer:
         self.host = host
         self.port: int = port
         self._tls = tls
-        self._server: _RestartableServer | None = None
+        self._server: RestartableServer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._portal: BlockingPortal | None = None
         self._exit_stack = ExitStack()
@@ -328,7 +303,7 @@ class _LocalServer:
         bound: int = sock.getsockname()[1]
         self.port = bound
         self._queues.changed = None  # a Condition belongs to one loop
-        server = _RestartableServer(self._services())
+        server = RestartableServer(self._services())
         await server.start(sock=sock, ssl=self._tls)
         self._server = server
         self._loop = asyncio.get_running_loop()

@@ -23,7 +23,6 @@ from typing import Any, Generic, TypeVar
 import anyio
 import betterproto
 from grpclib.client import Channel, Stream
-from grpclib.config import Configuration
 from grpclib.const import Cardinality
 from grpclib.encoding.proto import ProtoCodec
 from grpclib.exceptions import ProtocolError
@@ -31,7 +30,7 @@ from grpclib.exceptions import ProtocolError
 from shardclient._checks import check_text
 from shardclient._client.chunks import ChunkType, recv_message, recv_raw
 from shardclient._client.download import DownloadedExperiment, ProgressCallback, save_archive
-from shardclient._client.http2.channel import open_channel
+from shardclient._client.http2.channel import director_configuration, open_channel
 from shardclient._client.http2.diagnosis import diagnose
 from shardclient._client.options import (
     DEFAULT_KEEPALIVE_TIME,
@@ -63,11 +62,6 @@ M = TypeVar("M", bound=betterproto.Message)
 R = TypeVar("R")
 C = TypeVar("C", bound="AsyncDirectorClient[Any]")
 S = TypeVar("S", bound=betterproto.ServiceStub)
-
-_CONNECTION_WINDOW = 2**31 - 1
-"""HTTP/2 connection window: HTTP/2's largest. Memory stays bounded by each stream's own
-4 MiB window (grpclib's default); a smaller connection window only lets a few held streams
-stop every other call on the connection."""
 
 
 class _ReplyCodec(ProtoCodec):
@@ -131,20 +125,9 @@ class DirectorConnection:
         if self.closed:
             raise ClientClosedError(f"client for {self.address} is closed")
         if self._channel is None:
-            keepalive = self.options.keepalive_time
-            # grpclib by default sends at most 2 pings between data frames and none within
-            # 5 minutes of the last: a long poll would go unwatched. Ping every
-            # keepalive_time while a call is in flight instead. (gRPC C-core servers may
-            # answer such pings with GOAWAY too_many_pings; the long poll re-polls then.)
-            config = Configuration(
-                # a stream nobody reads (a chunk iterator held by its caller) fills only its
-                # own 4 MiB window: other calls still get through, however many are held
-                http2_connection_window_size=_CONNECTION_WINDOW,
-                _keepalive_time=keepalive,
-                _keepalive_timeout=self.options.keepalive_timeout,
-                _keepalive_permit_without_calls=False,
-                _http2_max_pings_without_data=0,
-                _http2_min_sent_ping_interval_without_data=keepalive or 300,
+            config = director_configuration(
+                keepalive_time=self.options.keepalive_time,
+                keepalive_timeout=self.options.keepalive_timeout,
             )
             self._channel = open_channel(
                 self.host, self.port, ssl=self.ssl, config=config, codec=_ReplyCodec()

@@ -13,7 +13,8 @@ fallback, their benefit measured by bench/throughput.py:
 :mod:`.guards` holds the switches and checks the structure each path relies on where it first
 meets it; on a mismatch the path falls back with one warning. :mod:`.preface` judges a peer's
 first bytes (an HTTP/2 server, or not a gRPC director: HTTP/1, TLS, anything else), which a
-tuned connection does at once. :mod:`.diagnosis` reads what a
+tuned connection does at once. :mod:`.server` is the test directors' grpclib server, which can
+drop its connections as a process exit would. :mod:`.diagnosis` reads what a
 tuned connection noted (whether the peer spoke, how the connection ended) to say why a call
 failed; on another layout it finds nothing.
 """

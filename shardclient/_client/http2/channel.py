@@ -27,7 +27,14 @@ from hyperframe.frame import DataFrame, Frame, GoAwayFrame
 from shardclient._client.http2.guards import channel_tuning_problem, fall_back, switches
 from shardclient._client.http2.preface import Foreign, judge_first_bytes
 
-__all__ = ["QuietFrameBuffer", "TunedChannel", "TunedProtocol", "open_channel", "tune_connection"]
+__all__ = [
+    "QuietFrameBuffer",
+    "TunedChannel",
+    "TunedProtocol",
+    "director_configuration",
+    "open_channel",
+    "tune_connection",
+]
 
 
 def _elided_body() -> str:
@@ -167,6 +174,34 @@ class TunedChannel(Channel):
             fall_back("HTTP/2 download tuning", "no Channel._config or ._h2_config")
             return super()._protocol_factory()
         return TunedProtocol(Handler(), config, h2_config)
+
+
+_CONNECTION_WINDOW: Final = 2**31 - 1
+"""HTTP/2 connection window: HTTP/2's largest. Memory stays bounded by each stream's own
+4 MiB window (grpclib's default); a smaller connection window only lets a few held streams
+stop every other call on the connection."""
+
+
+def director_configuration(
+    *, keepalive_time: float | None, keepalive_timeout: float
+) -> Configuration:
+    """grpclib's settings for a connection to a director.
+
+    grpclib by default sends at most 2 pings between data frames and none within 5 minutes
+    of the last: a long poll would go unwatched. Here a ping goes out every
+    ``keepalive_time`` while a call is in flight (gRPC C-core servers may answer such pings
+    with GOAWAY too_many_pings; the long poll re-polls then). Those settings are grpclib's
+    underscore (experimental) fields, which is why they are set here."""
+    return Configuration(
+        # a stream nobody reads (a chunk iterator held by its caller) fills only its own
+        # 4 MiB window: other calls still get through, however many are held
+        http2_connection_window_size=_CONNECTION_WINDOW,
+        _keepalive_time=keepalive_time,
+        _keepalive_timeout=keepalive_timeout,
+        _keepalive_permit_without_calls=False,
+        _http2_max_pings_without_data=0,
+        _http2_min_sent_ping_interval_without_data=keepalive_time or 300,
+    )
 
 
 def open_channel(
