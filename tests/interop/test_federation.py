@@ -236,9 +236,15 @@ def test_a_director_restart_while_envoys_train_lets_the_experiment_go(
             timeout=120,
         )
         print(f"collaborators gone {time.monotonic() - restarted:.1f} s after the restart")
+        fed.wait_for(
+            lambda: all(state(e) == {interrupted: "lost"} for e in envoys),
+            "the envoys to keep the experiment as lost",
+        )
+        fed.wait_for(  # the log's writer thread may lag the state file a moment
+            lambda: all(e.log_text().count("let go") == 1 for e in envoys),
+            "one line from each envoy saying it let the experiment go",
+        )
         for envoy in envoys:
-            assert state(envoy) == {interrupted: "lost"}
-            assert envoy.log_text().count("let go") == 1
             assert failure_reports(fed, envoy.name) == 0
         result = fed.run_frontend(unique("after-restart"), names)
         assert_trained(result, names)
