@@ -128,7 +128,7 @@ def run(
     with GpuMonitor() as monitor:
         setup = envoy_setup(connection, envoy_config_path, config_required=True, monitor=monitor)
         if mode is Mode.COLLABORATOR:
-            _check_openfl(setup.generation)
+            _check_openfl(setup.director.generation)
         config = setup.config
         assert config is not None  # required above
         workdir.mkdir(parents=True, exist_ok=True)
@@ -141,7 +141,7 @@ def run(
         logger.info(
             "Envoy %s: an %s director at %s (%s)",
             connection.name,
-            setup.generation.value,
+            setup.director.generation.value,
             setup.director.address,
             "--api" if connection.api != "auto" else f"the format of {config.path.name}",
         )
@@ -149,7 +149,7 @@ def run(
             mode=mode,
             workdir=workdir.absolute(),
             shard_name=connection.name,
-            generation=setup.generation,
+            generation=setup.director.generation,
             command=argv,
             envoy_config=config.path,
             cuda_devices=config.cuda_devices if isinstance(config, EnvoyConfig) else (),

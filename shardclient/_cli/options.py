@@ -225,7 +225,6 @@ class EnvoySetup:
     """A command's director, of the generation the flags or the config say, with the config."""
 
     director: Director
-    generation: Generation
     config: EnvoyConfig | WorkflowEnvoyConfig | None
 
 
@@ -289,7 +288,7 @@ def _interactive(
         director = InteractiveDirector(
             client, descriptor=config.descriptor, cuda_devices=config.cuda_devices, monitor=monitor
         )
-    return EnvoySetup(director, Generation.INTERACTIVE, config)
+    return EnvoySetup(director, config)
 
 
 def _workflow(connection: Connection, config_path: Path | None) -> EnvoySetup:
@@ -313,9 +312,7 @@ def _workflow(connection: Connection, config_path: Path | None) -> EnvoySetup:
         private_key=connection.private_key,
         certificate=connection.certificate,
     )
-    return EnvoySetup(
-        WorkflowDirector(client, envoy_name=connection.name), Generation.WORKFLOW, config
-    )
+    return EnvoySetup(WorkflowDirector(client, envoy_name=connection.name), config)
 
 
 _FLAG_OF = {
