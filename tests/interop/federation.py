@@ -194,31 +194,53 @@ class Federation:
         return loaded
 
     def director_log(self) -> str:
-        """The director's log as one line of text: rich wraps it at 160 columns and puts the
-        logging module's file:line in a right-hand column, both undone here."""
-        text = re.sub(r"\s+\S+\.py:\d+\s*$", " ", self.running.log_text(), flags=re.MULTILINE)
-        text = re.sub(r"^\[\d\d:\d\d:\d\d\]", " ", text, flags=re.MULTILINE)
-        return re.sub(r"\s+", " ", text)
+        """The director's log as one line of text (see one_line)."""
+        return one_line(self.running.log_text())
 
     def diagnostics(self) -> str:
-        parts = [f"--- director log (tail):\n{self.director_log()[-4000:]}"]
-        for envoy in self.envoys:
-            parts.append(f"--- {envoy.name} log (tail):\n{envoy.log_text()[-4000:]}")
-        return "\n".join(parts)
+        return diagnostics(self.director_log(), self.envoys)
 
     def wait_for(self, condition: Callable[[], bool], what: str, timeout: float = 120.0) -> None:
         """Poll ``condition`` (log contents, files) until it holds; fail with the logs."""
-        deadline = time.monotonic() + timeout
-        while not condition():
-            for envoy in self.envoys:
-                if envoy.process.poll() is not None:
-                    raise AssertionError(
-                        f"envoy {envoy.name} exited with {envoy.process.returncode} while "
-                        f"waiting for {what}\n{self.diagnostics()}"
-                    )
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out waiting for {what}\n{self.diagnostics()}")
-            time.sleep(0.5)
+        wait_for(condition, what, timeout, self.envoys, self.diagnostics)
+
+
+def one_line(text: str) -> str:
+    """A log as one line of text: rich wraps it and puts the logging module's file:line in a
+    right-hand column, both undone here."""
+    text = re.sub(r"\s+\S+\.py:\d+\s*$", " ", text, flags=re.MULTILINE)
+    text = re.sub(r"^\[\d\d:\d\d:\d\d\]", " ", text, flags=re.MULTILINE)
+    return re.sub(r"\s+", " ", text)
+
+
+def diagnostics(director_log: str, envoys: Sequence[Envoy]) -> str:
+    """The tails of the director's and the envoys' logs, for a failure message."""
+    parts = [f"--- director log (tail):\n{director_log[-4000:]}"]
+    for envoy in envoys:
+        parts.append(f"--- {envoy.name} log (tail):\n{envoy.log_text()[-4000:]}")
+    return "\n".join(parts)
+
+
+def wait_for(
+    condition: Callable[[], bool],
+    what: str,
+    timeout: float,
+    envoys: Sequence[Envoy],
+    logs: Callable[[], str],
+) -> None:
+    """Poll ``condition`` until it holds; fail with ``logs()`` when an envoy exits or the
+    time is up."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        for envoy in envoys:
+            if envoy.process.poll() is not None:
+                raise AssertionError(
+                    f"envoy {envoy.name} exited with {envoy.process.returncode} while "
+                    f"waiting for {what}\n{logs()}"
+                )
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}\n{logs()}")
+        time.sleep(0.5)
 
 
 @contextmanager

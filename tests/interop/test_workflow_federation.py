@@ -16,12 +16,11 @@ import pytest
 
 from tests.helpers.certs import make_pki
 from tests.helpers.processes import descendants
-from tests.interop.federation import Envoy
+from tests.interop.federation import Envoy, one_line
 from tests.interop.openfl_director import OpenflVenv
 from tests.interop.workflow_federation import (
     ROUNDS,
     WorkflowFederation,
-    one_line,
     workflow_federation,
 )
 

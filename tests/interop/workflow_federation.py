@@ -15,14 +15,13 @@ import json
 import os
 import re
 import subprocess
-import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.helpers.certs import Pki
-from tests.interop.federation import Envoy
+from tests.interop.federation import Envoy, diagnostics, one_line, wait_for
 from tests.interop.openfl_director import (
     OpenflVenv,
     _wait_for_port,
@@ -46,14 +45,6 @@ def _environment() -> dict[str, str]:
     if not env.get("USER"):
         env["USER"] = "shardclient-tests"  # metaflow refuses to run without a user name
     return env
-
-
-def one_line(text: str) -> str:
-    """A log as one line of text: rich wraps it and puts the logging module's file:line in
-    a right-hand column, both undone here."""
-    text = re.sub(r"\s+\S+\.py:\d+\s*$", " ", text, flags=re.MULTILINE)
-    text = re.sub(r"^\[\d\d:\d\d:\d\d\]", " ", text, flags=re.MULTILINE)
-    return re.sub(r"\s+", " ", text)
 
 
 class WorkflowDirector:
@@ -247,24 +238,11 @@ class WorkflowFederation:
     # --- waiting and diagnostics ----------------------------------------------------------
 
     def diagnostics(self) -> str:
-        parts = [f"--- director log (tail):\n{self.director.log_text()[-4000:]}"]
-        for envoy in self.envoys:
-            parts.append(f"--- {envoy.name} log (tail):\n{envoy.log_text()[-4000:]}")
-        return "\n".join(parts)
+        return diagnostics(self.director.log_text(), self.envoys)
 
     def wait_for(self, condition: Callable[[], bool], what: str, timeout: float = 90.0) -> None:
         """Poll ``condition`` (log contents, files) until it holds; fail with the logs."""
-        deadline = time.monotonic() + timeout
-        while not condition():
-            for envoy in self.envoys:
-                if envoy.process.poll() is not None:
-                    raise AssertionError(
-                        f"envoy {envoy.name} exited with {envoy.process.returncode} while "
-                        f"waiting for {what}\n{self.diagnostics()}"
-                    )
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out waiting for {what}\n{self.diagnostics()}")
-            time.sleep(0.5)
+        wait_for(condition, what, timeout, self.envoys, self.diagnostics)
 
     def wait_connected(self, names: Sequence[str], before: dict[str, int] | None = None) -> None:
         """Wait until the director logged each envoy connecting (once more than ``before``)."""
